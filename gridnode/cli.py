@@ -1,0 +1,345 @@
+"""The ``gridnode`` command: run the daemon and operate it.
+
+Exit status: 0 success, 2 usage or configuration error, 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from gridnode import __version__
+from gridnode.config import ConfigError, GridnodeConfig, load_config, summary
+from gridnode.keys import KeyFileError, generate_keypair_file
+from gridnode.store import MigrationError, Store, StoreError, transitions
+
+DEFAULT_CONFIG = "/etc/gridnode/gridnode.toml"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A runtime failure to report on stderr (exit 1)."""
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def _load(path: str) -> GridnodeConfig:
+    return load_config(path)
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return args.config or os.environ.get("GRIDNODE_CONFIG") or DEFAULT_CONFIG
+
+
+def _database(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
+    path = Path(args.db) if args.db else _load(_config_path(args)).node.database
+    if must_exist and not path.exists():
+        raise CliError(f"no database at {path} (gridnode run or gridnode db migrate creates it)")
+    return path
+
+
+async def _with_store(path: Path, fn: Callable[[Store], Awaitable[int]]) -> int:
+    store = await Store.open(path)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def cmd_version(args: argparse.Namespace) -> int:
+    _out(f"gridnode {__version__}")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gridnode.daemon import check_config
+
+    cfg = _load(args.file)
+    issues = asyncio.run(check_config(cfg))
+    if issues:
+        raise ConfigError(issues)
+    _out(f"ok: {args.file}")
+    for line in summary(cfg):
+        _out(f"  {line}")
+    key = cfg.keys.gateway_keypair_path()
+    if cfg.chain is not None:
+        if key is None:
+            _out("  keypair: none configured (expected as the systemd credential "
+                 f"'{cfg.keys.credential}')")
+        elif not key.exists():
+            _out(f"  keypair: {key} does not exist yet (create it: gridnode keygen {key})")
+        else:
+            _out(f"  keypair: {key}")
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    try:
+        keypair = generate_keypair_file(args.path)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write {args.path}: {exc.strerror}") from None
+    _out(f"wrote {args.path} (mode 0600)")
+    _out(f"public key: {keypair.pubkey()}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gridnode import daemon
+    from gridnode.log import configure_logging
+
+    cfg = _load(_config_path(args))
+    configure_logging(cfg.logging)
+    return asyncio.run(daemon.run(cfg))
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    path = _database(args, must_exist=False)
+
+    async def go(store: Store) -> int:
+        row = await store.fetchone("SELECT max(version) FROM schema_migrations")
+        for mig in store.applied_now:
+            _out(f"applied {mig.version:04d}_{mig.name}")
+        _out(f"{path}: schema version {row[0] if row else 0}"
+             + ("" if store.applied_now else " (up to date)"))
+        return EXIT_OK
+
+    return asyncio.run(_with_store(path, go))
+
+
+def cmd_db_check(args: argparse.Namespace) -> int:
+    path = _database(args)
+
+    async def go(store: Store) -> int:
+        result = await store.integrity_check(full=True)
+        _out(f"{path}: {result}")
+        return EXIT_OK if result == "ok" else EXIT_FAILURE
+
+    return asyncio.run(_with_store(path, go))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = _database(args)
+
+    async def go(store: Store) -> int:
+        now = time.time() * 1000
+        counts = await store.fetchall(
+            "SELECT status, count(*) AS n FROM operations GROUP BY status ORDER BY status")
+        _out(f"database: {path}")
+        _out("operations: " + (", ".join(f"{r['status']}={r['n']}" for r in counts) or "none"))
+        oldest = await store.fetchone(
+            "SELECT id, tx_type, idempotency_key, created_at_ms FROM operations "
+            "WHERE status = 'pending' ORDER BY created_at_ms, id LIMIT 1")
+        if oldest is not None:
+            _out(f"oldest pending: #{oldest['id']} {oldest['tx_type']} "
+                 f"{oldest['idempotency_key']} ({_age(now - oldest['created_at_ms'])} old)")
+        else:
+            _out("oldest pending: none")
+        meters = await store.fetchall(
+            "SELECT m.meter_id, m.source, r.read_at_ms, r.import_wh, r.export_wh, h.state, "
+            "h.accepted, h.rejected, h.rejections, h.errors, h.last_error "
+            "FROM meters m LEFT JOIN readings r ON r.id = ("
+            "  SELECT id FROM readings WHERE meter_id = m.meter_id "
+            "  ORDER BY read_at_ms DESC LIMIT 1) "
+            "LEFT JOIN meter_health h ON h.meter_id = m.meter_id ORDER BY m.meter_id")
+        _out("meters:" + ("" if meters else " none"))
+        for m in meters:
+            line = f"  {m['meter_id']} ({m['source']}"
+            line += f", {m['state']}): " if m["state"] else "): "
+            if m["read_at_ms"] is None:
+                line += "no reading yet"
+            else:
+                line += (f"last reading {_iso(m['read_at_ms'])} ({_age(now - m['read_at_ms'])} "
+                         f"ago) import={m['import_wh']} Wh export={m['export_wh']} Wh")
+            if m["state"]:
+                why = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(m["rejections"]).items()))
+                line += (f"; accepted={m['accepted']} rejected={m['rejected']}"
+                         + (f" ({why})" if why else "") + f" errors={m['errors']}")
+                if m["last_error"]:
+                    line += f" last error: {m['last_error']}"
+            _out(line)
+        return EXIT_OK
+
+    return asyncio.run(_with_store(path, go))
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    path = _database(args)
+
+    async def go(store: Store) -> int:
+        where, params = ("WHERE status = ?", [args.status]) if args.status else ("", [])
+        rows = await store.fetchall(
+            f"SELECT id, tx_type, status, attempts, idempotency_key, updated_at_ms, last_error "
+            f"FROM operations {where} ORDER BY id DESC LIMIT ?", [*params, args.limit])
+        _out(f"{'id':>8}  {'status':<10} {'attempts':>8}  {'updated (UTC)':<20} "
+             "type / idempotency key")
+        for r in rows:
+            _out(f"{r['id']:>8}  {r['status']:<10} {r['attempts']:>8}  "
+                 f"{_iso(r['updated_at_ms']):<20} {r['tx_type']} {r['idempotency_key']}"
+                 + (f"  error: {r['last_error']}" if r["last_error"] else ""))
+        return EXIT_OK
+
+    return asyncio.run(_with_store(path, go))
+
+
+def cmd_outbox_show(args: argparse.Namespace) -> int:
+    path = _database(args)
+
+    async def go(store: Store) -> int:
+        op = await store.fetchone("SELECT * FROM operations WHERE id = ?", (args.id,))
+        if op is None:
+            raise CliError(f"no operation {args.id}")
+        for key in op.keys():
+            value = op[key]
+            if key.endswith("_at_ms") and value is not None:
+                value = f"{_iso(value)} ({value})"
+            elif key == "payload":
+                value = json.dumps(json.loads(value), indent=2, sort_keys=True).replace(
+                    "\n", "\n    ")
+            _out(f"{key}: {value}")
+        attempts = await store.fetchall(
+            "SELECT a.signature, a.observed_status, a.blockhash, a.last_valid_block_height, "
+            "a.send_count, a.created_at_ms, a.slot, a.err FROM tx_attempts a "
+            "JOIN tx_attempt_operations o ON o.signature = a.signature "
+            "WHERE o.operation_id = ? ORDER BY a.created_at_ms", (args.id,))
+        _out(f"transactions: {len(attempts)}")
+        for a in attempts:
+            _out(f"  {a['signature']} {a['observed_status']} sent={a['send_count']}x "
+                 f"blockhash={a['blockhash']} lvbh={a['last_valid_block_height']}"
+                 + (f" slot={a['slot']}" if a["slot"] is not None else "")
+                 + (f" err={a['err']}" if a["err"] else ""))
+        audit = await store.fetchall(
+            "SELECT at_ms, old_status, new_status, reason, details FROM audit_log "
+            "WHERE entity = 'operation' AND entity_id = ? ORDER BY id", (args.id,))
+        _out("history:")
+        for a in audit:
+            _out(f"  {_iso(a['at_ms'])} {a['old_status'] or '-'} -> {a['new_status']}: "
+                 f"{a['reason']}" + (f" {a['details']}" if a["details"] else ""))
+        return EXIT_OK
+
+    return asyncio.run(_with_store(path, go))
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    path = _database(args)
+
+    async def go(store: Store) -> int:
+        async with store.write() as tx:
+            row = await tx.fetchone("SELECT status FROM operations WHERE id = ?", (args.id,))
+            if row is None:
+                raise CliError(f"no operation {args.id}")
+            if row["status"] not in transitions.OPERATOR_RETRYABLE:
+                raise CliError(
+                    f"operation {args.id} is {row['status']}; an operator may retry only "
+                    f"{', '.join(sorted(transitions.OPERATOR_RETRYABLE))} operations")
+            await tx.set_status("operation", args.id, "pending", reason="operator retry",
+                                details={"note": args.reason} if args.reason else None)
+            await tx.execute("UPDATE operations SET attempts = 0, next_attempt_at_ms = NULL "
+                             "WHERE id = ?", (args.id,))
+        _out(f"operation {args.id}: {row['status']} -> pending")
+        return EXIT_OK
+
+    return asyncio.run(_with_store(path, go))
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+def _age(ms: float) -> str:
+    s = max(0, int(ms / 1000))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gridnode", description="Edge gateway of the GridTokenX energy market.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser, db: bool = False) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", help=f"configuration file (default: $GRIDNODE_CONFIG "
+                       f"or {DEFAULT_CONFIG})")
+        if db:
+            p.add_argument("--db", help="database file (default: from the configuration)")
+        return p
+
+    with_config(sub.add_parser("run", help="run the daemon")).set_defaults(fn=cmd_run)
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("file")
+    p.set_defaults(fn=cmd_check_config)
+    p = sub.add_parser("keygen", help="write a new gateway keypair (mode 0600)")
+    p.add_argument("path")
+    p.set_defaults(fn=cmd_keygen)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, metavar="COMMAND")
+    with_config(db.add_parser("migrate", help="apply pending schema migrations"),
+                db=True).set_defaults(fn=cmd_db_migrate)
+    with_config(db.add_parser("check", help="verify the database file (PRAGMA integrity_check)"),
+                db=True).set_defaults(fn=cmd_db_check)
+
+    with_config(sub.add_parser("status", help="outbox counts and last readings"),
+                db=True).set_defaults(fn=cmd_status)
+
+    ob = sub.add_parser("outbox", help="inspect and retry operations").add_subparsers(
+        dest="outbox_command", required=True, metavar="COMMAND")
+    p = with_config(ob.add_parser("list", help="list operations, newest first"), db=True)
+    p.add_argument("--status", choices=transitions.OPERATION_STATUSES)
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(fn=cmd_outbox_list)
+    p = with_config(ob.add_parser("show", help="one operation with its transactions and history"),
+                    db=True)
+    p.add_argument("id", type=int)
+    p.set_defaults(fn=cmd_outbox_show)
+    p = with_config(ob.add_parser("retry", help="send a failed, parked or expired operation "
+                                  "back to pending"), db=True)
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", help="note recorded in the audit log")
+    p.set_defaults(fn=cmd_outbox_retry)
+
+    sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        _err(f"configuration error{'s' if len(exc.errors) > 1 else ''} ({len(exc.errors)}):")
+        for issue in exc.errors:
+            _err(f"  {issue}")
+        return EXIT_USAGE
+    except (CliError, StoreError, MigrationError) as exc:
+        _err(f"gridnode: {exc}")
+        return EXIT_FAILURE
+    except (sqlite3.Error, OSError) as exc:
+        _err(f"gridnode: database: {exc}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # `gridnode outbox list | head`: the reader left; stay quiet about it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE

@@ -1,0 +1,240 @@
+"""gridnode configuration: one TOML file, one pydantic model per section.
+
+``load_config(path)`` either returns a complete, validated ``GridnodeConfig`` or raises
+``ConfigError`` listing EVERY problem found, each with the file, the key path (like
+``meters.buses[0].port``), the bad value and what is allowed, so an installer fixes a file in one
+round instead of one error at a time.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from collections import Counter
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+
+from gridnode.config.api import ApiConfig
+from gridnode.config.base import Section
+from gridnode.config.chain import ChainConfig
+from gridnode.config.intervals import IntervalsConfig
+from gridnode.config.keys import KeysConfig
+from gridnode.config.logging import LoggingConfig
+from gridnode.config.meters import MetersConfig
+from gridnode.config.node import NodeConfig
+from gridnode.config.outbox import OutboxConfig
+from gridnode.config.upstream import UpstreamConfig
+
+__all__ = ["ConfigError", "ConfigIssue", "GridnodeConfig", "load_config", "parse_config",
+           "summary"]
+
+
+class GridnodeConfig(Section):
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
+    chain: ChainConfig | None = None          # absent: no chain, readings are only stored
+    meters: MetersConfig = Field(default_factory=MetersConfig)
+    intervals: IntervalsConfig = Field(default_factory=IntervalsConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    upstream: UpstreamConfig | None = None    # absent: nothing is synced upstream
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    _source: str = PrivateAttr(default="<config>")
+
+    @property
+    def source(self) -> str:
+        """The file this configuration came from, for error messages."""
+        return self._source
+
+
+class ConfigIssue(NamedTuple):
+    file: str
+    path: str          # "meters.buses[0].port"; "" for the file as a whole
+    value: str         # repr of the bad value, or "<missing>"
+    allowed: str       # what would have been accepted
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.path}" if self.path else self.file
+        return f"{where} = {self.value}: expected {self.allowed}"
+
+
+class ConfigError(Exception):
+    """Every problem in a configuration file; ``errors`` lists them as ConfigIssue tuples."""
+
+    def __init__(self, errors: list[ConfigIssue]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def load_config(path: str | Path) -> GridnodeConfig:
+    """Read and validate a TOML configuration file; raises ConfigError with every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(str(path), "", "<unreadable>",
+                                       f"a readable TOML file ({exc.strerror})")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigIssue(str(path), "", "<not UTF-8>",
+                                       "a UTF-8 TOML file")]) from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, file: str = "<string>") -> GridnodeConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue(file, "", "<invalid TOML>", f"valid TOML ({exc})")]) from None
+    try:
+        cfg = GridnodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_issue(file, err) for err in exc.errors()]) from None
+    issues = _cross_checks(cfg, file)
+    if issues:
+        raise ConfigError(issues)
+    cfg._source = file
+    return cfg
+
+
+def _cross_checks(cfg: GridnodeConfig, file: str) -> list[ConfigIssue]:
+    """Rules that span entries: unique meter IDs, one task per physical bus."""
+    issues: list[ConfigIssue] = []
+    ids = cfg.meters.all_meter_ids()
+    seen = Counter(meter_id for _, meter_id in ids)
+    for key, meter_id in ids:
+        if seen[meter_id] > 1:
+            issues.append(ConfigIssue(file, key, repr(meter_id),
+                                      "a meter_id used by no other meter"))
+    endpoints: dict[str, int] = {}
+    for b, bus in enumerate(cfg.meters.buses):
+        first = endpoints.setdefault(bus.endpoint, b)
+        if first != b:
+            key = "port" if bus.kind == "rtu" else "host"
+            issues.append(ConfigIssue(
+                file, f"meters.buses[{b}].{key}", repr(bus.endpoint),
+                f"a bus endpoint not already used by meters.buses[{first}] (one entry per "
+                "physical bus; put all its meters in that entry)"))
+        units = Counter(m.unit_id for m in bus.meters)
+        for m, meter in enumerate(bus.meters):
+            if units[meter.unit_id] > 1:
+                issues.append(ConfigIssue(file, f"meters.buses[{b}].meters[{m}].unit_id",
+                                          repr(meter.unit_id), "a unit_id unique on its bus"))
+    return issues
+
+
+def _issue(file: str, err: Any) -> ConfigIssue:
+    loc, kind, msg = _clean_loc(err["loc"]), err["type"], err["msg"]
+    value = "<missing>" if kind == "missing" else _show(err.get("input"))
+    if kind == "missing":
+        allowed = "a value (this key is required)"
+    elif kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        allowed = "no such key" + (f"; known keys here: {', '.join(known)}" if known else "")
+    elif kind == "union_tag_invalid":
+        loc = (*loc, err["ctx"]["discriminator"].strip("'"))
+        value = repr(err["ctx"]["tag"])
+        allowed = f"one of {err['ctx']['expected_tags']}"
+    elif kind == "union_tag_not_found":
+        loc = (*loc, err["ctx"]["discriminator"].strip("'"))
+        value = "<missing>"
+        allowed = "a value (this key is required and selects the kind of entry)"
+    else:
+        allowed = msg.removeprefix("Value error, ").removeprefix("Input should be ")
+        if kind == "literal_error":
+            allowed = "one of " + allowed
+    return ConfigIssue(file, _dotted(loc), value, allowed)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the discriminator tags pydantic puts in locations (buses.0.tcp.port -> buses.0.port)."""
+    out: list[Any] = []
+    model: Any = GridnodeConfig
+    for part in loc:
+        tagged = [c for c in _models_in(model) if part in _tags(c)] if isinstance(part, str) else []
+        if len(_models_in(model)) > 1 and tagged:
+            model = tagged[0]   # a discriminator tag, not a key: narrow to the tagged model
+            continue
+        out.append(part)
+        model = _step(model, part)
+    return tuple(out)
+
+
+def _tags(model: type[BaseModel]) -> set[Any]:
+    """The Literal values of a model's fields (where a discriminated union finds its tag)."""
+    return {v for f in model.model_fields.values()
+            if typing.get_origin(f.annotation) is typing.Literal
+            for v in typing.get_args(f.annotation)}
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = GridnodeConfig
+    for part in loc:
+        model = _step(model, part)
+    models = _models_in(model)
+    return sorted({k for m in models for k in m.model_fields})
+
+
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    """The pydantic models a type annotation can hold (through Optional, unions, Annotated)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType) or origin is typing.Annotated:
+        args = typing.get_args(tp)[:1] if origin is typing.Annotated else typing.get_args(tp)
+        return [m for a in args for m in _models_in(a)]
+    return []
+
+
+def _step(tp: Any, part: Any) -> Any:
+    """The annotation one location step below `tp` (a field of a model, an item of a list)."""
+    if isinstance(part, int):
+        for inner in (tp, *typing.get_args(tp)):
+            if typing.get_origin(inner) is list:
+                return typing.get_args(inner)[0]
+        return None
+    for model in _models_in(tp):
+        field = model.model_fields.get(part)
+        if field is not None:
+            return field.annotation
+    return None
+
+
+def summary(cfg: GridnodeConfig) -> list[str]:
+    """Lines for `gridnode check-config`: what this configuration will make the node do."""
+    m = cfg.meters
+    modbus = sum(len(b.meters) for b in m.buses)
+    mqtt = len(m.mqtt.meters) if m.mqtt else 0
+    lines = [
+        f"node {cfg.node.id}: database {cfg.node.database}, timezone {cfg.node.timezone}",
+        f"meters: {modbus} on {len(m.buses)} Modbus bus(es)"
+        + (f", {mqtt} over MQTT at {m.mqtt.host}:{m.mqtt.port}" if m.mqtt else ", no MQTT"),
+        f"intervals: {cfg.intervals.minutes} min",
+    ]
+    for bus in m.buses:
+        lines.append(f"  bus {bus.name or bus.endpoint} ({bus.kind} {bus.endpoint}): "
+                     + ", ".join(f"{x.meter_id}@{x.unit_id}/{x.profile}" for x in bus.meters))
+    if cfg.chain is None:
+        lines.append("chain: not configured (readings are stored, nothing is submitted)")
+    else:
+        lines.append(f"chain: {', '.join(str(u) for u in cfg.chain.rpc_urls)} "
+                     f"({cfg.chain.commitment})")
+    lines.append("upstream: " + (str(cfg.upstream.url) if cfg.upstream else "not configured"))
+    api = cfg.api
+    lines.append(f"api: http://{api.bind}:{api.port}" if api.enabled else "api: off")
+    lines.append(f"logging: {cfg.logging.level}, {cfg.logging.format}")
+    return lines

@@ -1,0 +1,18 @@
+"""[logging]: level, per-logger levels and the line format."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from gridnode.config.base import Section
+
+Level = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class LoggingConfig(Section):
+    level: Level = "info"
+    format: Literal["kv", "json"] = "kv"
+    # Per-logger overrides, e.g. {"gridnode.meters" = "debug"}.
+    levels: dict[str, Level] = Field(default_factory=dict)

@@ -1,0 +1,283 @@
+"""The daemon: open the store, start the subsystems, report readiness, stop gracefully.
+
+A subsystem is any object with ``name``, ``async run()`` (runs until cancelled; cancellation
+must let in-flight writes finish) and ``progress()`` (monotonic time of its last real progress).
+All of them run in one asyncio.TaskGroup: one crashing stops the node with exit status 1 so
+systemd restarts it, rather than a node running with half its parts dead.
+
+The watchdog task pings systemd only while the node really works: the event loop is not lagging,
+the store's writer can take the database lock and its reader can read, and every subsystem has
+made progress within ``node.stall_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Protocol, runtime_checkable
+
+from solders.keypair import Keypair
+
+from gridnode.config import ConfigError, ConfigIssue, GridnodeConfig
+from gridnode.keys import KeyFileError, load_keypair
+from gridnode.log import get_logger
+from gridnode.meters.service import MetersSubsystem
+from gridnode.outbox.pipeline import Pipeline
+from gridnode.store import Store
+from gridnode.systemd import Notifier
+
+log = get_logger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0
+HEALTH_INTERVAL_S = 30.0     # without a systemd watchdog, how often health is checked
+WARN_EVERY_S = 600.0         # repeat an unhealthy warning at most this often (SD-card wear)
+
+
+@runtime_checkable
+class Subsystem(Protocol):
+    name: str
+
+    async def run(self) -> None: ...
+
+    def progress(self) -> float: ...
+
+
+class DaemonError(Exception):
+    """The daemon could not start (bad key file, missing keypair); exit status 1."""
+
+
+def build_subsystems(config: GridnodeConfig, store: Store,
+                     keys: Keypair | None) -> list[Subsystem]:
+    """Every subsystem the configuration asks for; each feature adds its line here.
+
+    Building must not start anything or talk to the outside (that is what ``run`` is for):
+    ``gridnode check-config`` builds the subsystems against a throwaway store to report, as
+    ConfigError, what only a subsystem can judge (a meter profile that does not exist).
+    """
+    subsystems: list[Subsystem] = []
+    if config.meters.buses or (config.meters.mqtt and config.meters.mqtt.meters):
+        subsystems.append(MetersSubsystem.from_config(config, store, file=config.source))
+    if config.chain is not None and keys is not None:
+        subsystems.append(Pipeline.from_config(config, store, keys))
+    return subsystems
+
+
+async def check_config(config: GridnodeConfig) -> list[ConfigIssue]:
+    """What ``run`` would refuse in a configuration that validates: key file, subsystem checks."""
+    issues: list[ConfigIssue] = []
+    keys = None
+    path = config.keys.gateway_keypair_path()
+    # A keypair not created yet is for the installer's next step, not a configuration error.
+    if config.chain is not None and path is not None and path.exists():
+        try:
+            keys = load_keypair(path)
+        except KeyFileError as exc:
+            issues.append(ConfigIssue(config.source, "keys.gateway_keypair", repr(str(path)),
+                                      f"a usable keypair file ({exc})"))
+    with tempfile.TemporaryDirectory(prefix="gridnode-check-") as tmp:
+        store = await Store.open(Path(tmp) / "check.db")
+        try:
+            build_subsystems(config, store, keys or Keypair())
+        except ConfigError as exc:
+            issues += exc.errors
+        finally:
+            await store.close()
+    return issues
+
+
+def load_gateway_keys(config: GridnodeConfig) -> Keypair | None:
+    """The gateway keypair when a chain is configured (it is only needed to sign)."""
+    path = config.keys.gateway_keypair_path()
+    if config.chain is None:
+        return None
+    if path is None:
+        raise DaemonError("[chain] is configured but no keypair: set keys.gateway_keypair or "
+                          "provide the 'keypair' systemd credential")
+    try:
+        keypair = load_keypair(path)
+    except KeyFileError as exc:
+        raise DaemonError(str(exc)) from None
+    log.info("gateway keypair loaded", pubkey=str(keypair.pubkey()), path=str(path))
+    return keypair
+
+
+class Daemon:
+    def __init__(self, config: GridnodeConfig, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.stop_requested = asyncio.Event()
+        self.healthy = True
+        self._lag_s = 0.0
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_requested.is_set():
+            log.info("stop requested", reason=reason)
+            self.stop_requested.set()
+
+    async def run(self) -> int:
+        """Run until a stop is requested (0), a subsystem fails (1) or the config is unusable (2)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        try:
+            return await self._run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            self.notifier.close()
+
+    async def _run(self) -> int:
+        lock = None
+        try:
+            lock = _lock_data_dir(self.config.node.data_dir)
+            keys = load_gateway_keys(self.config)
+            store = await Store.open(self.config.node.database)
+        except Exception as exc:
+            log.error("cannot start", error=str(exc))
+            self.notifier.stopping(f"cannot start: {exc}")
+            if lock is not None:
+                lock.close()
+            return 1
+        assert lock is not None
+        try:
+            for mig in store.applied_now:
+                log.info("migration applied", version=mig.version, name=mig.name)
+            try:
+                subsystems = build_subsystems(self.config, store, keys)
+            except ConfigError as exc:
+                for issue in exc.errors:
+                    log.error("configuration error", issue=str(issue))
+                self.notifier.stopping("configuration error")
+                return 2
+            return await self._supervise(store, subsystems)
+        finally:
+            await store.close()
+            lock.close()
+            log.info("stopped")
+
+    async def _supervise(self, store: Store, subsystems: Sequence[Subsystem]) -> int:
+        names = ", ".join(s.name for s in subsystems) or "none"
+        failed = False
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(_run_subsystem(s), name=s.name) for s in subsystems]
+                watchdog = tg.create_task(self._watchdog(store, subsystems), name="watchdog")
+                status = f"running: subsystems {names}"
+                log.info("ready", node_id=self.config.node.id,
+                         database=str(self.config.node.database), subsystems=names)
+                self.notifier.ready(status)
+                await self.stop_requested.wait()
+                self.notifier.stopping()
+                watchdog.cancel()
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+                    if pending:
+                        log.error("subsystems still stopping after grace period",
+                                  subsystems=",".join(t.get_name() for t in pending),
+                                  grace_s=SHUTDOWN_GRACE_S)
+        except* Exception as group:
+            for exc in group.exceptions:
+                log.exception("subsystem failed", exc_info=exc)
+            self.notifier.stopping("a subsystem failed")
+            failed = True
+        return 1 if failed else 0
+
+    async def _watchdog(self, store: Store, subsystems: Sequence[Subsystem]) -> None:
+        wd = self.notifier.watchdog_s
+        interval = wd / 3 if wd else HEALTH_INTERVAL_S
+        stall = self.config.node.stall_timeout_s
+        loop = asyncio.get_running_loop()
+        shown, warned_at = "", -WARN_EVERY_S
+        while True:
+            problems = await self._health(store, subsystems, stall, limit_s=interval)
+            if problems:
+                status = "unhealthy: " + "; ".join(problems)
+                if self.healthy or loop.time() - warned_at >= WARN_EVERY_S:
+                    log.warning("unhealthy, withholding watchdog pings",
+                                problems="; ".join(problems))
+                    warned_at = loop.time()
+            else:
+                if wd:
+                    self.notifier.watchdog()
+                if not self.healthy:
+                    log.info("healthy")
+                status = await _status_line(store)
+            self.healthy = not problems
+            if status != shown:      # systemctl status shows the latest
+                self.notifier.status(status)
+                shown = status
+            started = loop.time()
+            await asyncio.sleep(interval)
+            self._lag_s = loop.time() - started - interval
+
+    async def _health(self, store: Store, subsystems: Sequence[Subsystem], stall: float,
+                      limit_s: float) -> list[str]:
+        problems: list[str] = []
+        if self._lag_s > max(1.0, limit_s / 2):
+            problems.append(f"event loop lagged {self._lag_s:.1f}s")
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(store.probe(), limit_s)
+        except TimeoutError:
+            problems.append(f"store did not answer within {limit_s:.1f}s")
+        except Exception as exc:
+            problems.append(f"store probe failed: {exc}")
+        now = time.monotonic()
+        for s in subsystems:
+            idle = now - s.progress()
+            if idle > stall:
+                problems.append(f"{s.name} made no progress for {idle:.0f}s")
+        if now - started > limit_s:
+            problems.append("event loop too slow")
+        return problems
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on the data directory for the life of the daemon.
+
+    Two daemons on one data directory would poll the same buses and sign the same operations;
+    the second one is refused. The kernel drops the lock when the process dies, so a crash never
+    leaves a stale lock behind.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    f = open(data_dir / "gridnode.lock", "a+")  # noqa: SIM115 - held until the daemon stops
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise DaemonError(f"another gridnode (pid {holder}) is running on {data_dir}") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+async def _status_line(store: Store) -> str:
+    """``running; operations pending=3 finalized=120`` for systemd's STATUS."""
+    try:
+        rows = await store.fetchall(
+            "SELECT status, count(*) FROM operations GROUP BY status ORDER BY status")
+    except Exception as exc:        # a status line is not worth stopping the watchdog for
+        return f"running; operations unknown ({exc})"
+    return "running; operations " + (" ".join(f"{r[0]}={r[1]}" for r in rows) or "none")
+
+
+async def _run_subsystem(subsystem: Subsystem) -> None:
+    log.info("subsystem starting", subsystem=subsystem.name)
+    await subsystem.run()
+    raise RuntimeError(f"subsystem {subsystem.name} returned; subsystems run until cancelled")
+
+
+async def run(config: GridnodeConfig) -> int:
+    return await Daemon(config).run()

@@ -1,0 +1,148 @@
+"""Structured logging: an event text plus key=value fields, one line per event.
+
+Built on the standard ``logging`` module so the libraries' records (pymodbus, paho, aiohttp) go
+through the same handler and format. Default lines are ``key=value`` (easy to read in
+``journalctl``, easy to grep); ``format = "json"`` writes one JSON object per line for log
+shippers. Fields bound with ``log_context(op_id=...)`` appear on every line logged inside that
+context, which is how every line about an operation carries its ``op_id``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO, Any
+
+from gridnode.config.logging import LoggingConfig
+
+_CONTEXT: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "gridnode_log_context", default=None)
+_FIELDS = "gridnode_fields"
+
+
+class Logger:
+    """A thin front to a stdlib logger that takes fields as keyword arguments."""
+
+    __slots__ = ("_logger", "_bound")
+
+    def __init__(self, logger: logging.Logger, bound: Mapping[str, Any] | None = None) -> None:
+        self._logger = logger
+        self._bound = dict(bound or {})
+
+    @property
+    def name(self) -> str:
+        return self._logger.name
+
+    def bind(self, **fields: Any) -> Logger:
+        """A logger that adds `fields` to each of its lines."""
+        return Logger(self._logger, {**self._bound, **fields})
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - mirrors logging.Logger
+        return self._logger.isEnabledFor(level)
+
+    def _log(self, level: int, event: str, fields: dict[str, Any], exc_info: Any = None) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(level, event, exc_info=exc_info, stacklevel=3,
+                             extra={_FIELDS: {**self._bound, **fields}})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, event, fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        self._log(logging.CRITICAL, event, fields)
+
+    def exception(self, event: str, *, exc_info: BaseException | bool = True,
+                  **fields: Any) -> None:
+        """An error line with the traceback of `exc_info` (default: the exception being handled)."""
+        self._log(logging.ERROR, event, fields, exc_info=exc_info)
+
+
+def get_logger(name: str) -> Logger:
+    return Logger(logging.getLogger(name))
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add `fields` to every line logged in this context (task-local through contextvars)."""
+    token = _CONTEXT.set({**(_CONTEXT.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {**(_CONTEXT.get() or {}), **getattr(record, _FIELDS, {})}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    t = time.gmtime(record.created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``ts=... level=info logger=gridnode.x event="reading stored" meter_id=m1 op_id=42``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [f"ts={_timestamp(record)}", f"level={record.levelname.lower()}",
+                 f"logger={record.name}", f"event={_kv_value(record.getMessage())}"]
+        parts += [f"{key}={_kv_value(value)}" for key, value in _record_fields(record).items()]
+        if record.exc_info and record.exc_info[0] is not None:
+            exc = record.exc_info[1]
+            parts.append(f"error={_kv_value(f'{type(exc).__name__}: {exc}')}")
+            line = " ".join(parts)
+            return line + "\n" + self.formatException(record.exc_info)
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with ts, level, logger, event and the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname.lower(),
+                               "logger": record.name, "event": record.getMessage()}
+        for key, value in _record_fields(record).items():
+            out.setdefault(key, value)
+        if record.exc_info and record.exc_info[0] is not None:
+            out["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def _kv_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "null"
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\\n\t') and text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def configure_logging(cfg: LoggingConfig | None = None, stream: IO[str] | None = None) -> None:
+    """Install the one handler on the root logger with the configured format and levels."""
+    cfg = cfg or LoggingConfig()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if cfg.format == "json" else KeyValueFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(cfg.level.upper())
+    for name, level in cfg.levels.items():
+        logging.getLogger(name).setLevel(level.upper())

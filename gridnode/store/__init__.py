@@ -1,0 +1,16 @@
+"""The durable store: SQLite (WAL, synchronous=FULL), one writer, audited status changes."""
+
+from gridnode.store.db import (
+    ExecResult,
+    Store,
+    StoreError,
+    TransitionError,
+    WriteTx,
+    dumps,
+    now_ms,
+    uninterruptible,
+)
+from gridnode.store.migrate import MigrationError
+
+__all__ = ["ExecResult", "MigrationError", "Store", "StoreError", "TransitionError", "WriteTx",
+           "dumps", "now_ms", "uninterruptible"]

@@ -1,0 +1,311 @@
+"""The durable store: one SQLite database, one writer, readers on their own connection.
+
+Why this shape: SQLite allows one writer at a time, and aiosqlite runs each connection in its own
+thread. Funnelling every write through one connection guarded by an asyncio.Lock, in short
+``BEGIN IMMEDIATE`` transactions, keeps writers from ever waiting on each other inside SQLite,
+and a separate read-only connection lets queries (API, CLI, monitors) run beside a write. WAL with
+``synchronous=FULL`` makes each commit durable on power loss where the storage honours fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from gridnode.store import migrate, transitions
+
+T = TypeVar("T")
+Params = Sequence[Any] | Mapping[str, Any]
+
+BUSY_TIMEOUT_MS = 10_000
+# Entity name (as in transitions.TRANSITIONS) -> (table, column set when entering a status).
+_ENTITY_TABLES: dict[str, str] = {
+    "operation": "operations",
+    "settlement": "settlements",
+    "upstream_delivery": "upstream_deliveries",
+}
+# Status -> timestamp column stamped when a row first enters it.
+_STATUS_TIMES: dict[str, dict[str, tuple[str, ...]]] = {
+    "operation": {
+        "submitted": ("submitted_at_ms",),
+        "confirmed": ("confirmed_at_ms",),
+        "finalized": ("confirmed_at_ms", "finalized_at_ms"),
+    },
+    "settlement": {},
+    "upstream_delivery": {"delivered": ("delivered_at_ms",)},
+}
+
+
+class StoreError(RuntimeError):
+    """A store operation could not be carried out (missing row, closed store, bad schema)."""
+
+
+class TransitionError(StoreError):
+    """A status change that the transition table does not allow; nothing was written."""
+
+    def __init__(self, entity: str, entity_id: int, old: str | None, new: str) -> None:
+        allowed = sorted(transitions.TRANSITIONS[entity].get(old or "", frozenset()))
+        super().__init__(
+            f"{entity} {entity_id}: {old} -> {new} is not allowed "
+            f"(from {old}: {', '.join(allowed) or 'nothing, it is terminal'})")
+        self.entity = entity
+        self.entity_id = entity_id
+        self.old = old
+        self.new = new
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def dumps(value: Any) -> str:
+    """The one JSON encoding used for stored payloads and details (stable key order)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    lastrowid: int | None
+    rowcount: int
+
+
+async def uninterruptible(aw: Awaitable[T]) -> T:
+    """Await `aw` to completion even if the caller is cancelled meanwhile, then re-raise.
+
+    A COMMIT or ROLLBACK handed to the database thread runs to its end whatever happens to the
+    awaiting task; waiting for it keeps the lock held until the database is really idle.
+    """
+    fut = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(fut)
+            break
+        except asyncio.CancelledError:
+            if fut.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+class _Reads:
+    """Queries on one connection (the writer's inside a transaction, else the reader's)."""
+
+    _conn: aiosqlite.Connection
+    _closed = False
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        self._check_open()
+        async with self._conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        self._check_open()
+        async with self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+
+class WriteTx(_Reads):
+    """The statements of one write transaction; only valid inside ``Store.write()``."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> ExecResult:
+        async with self._conn.execute(sql, params) as cur:
+            return ExecResult(cur.lastrowid, cur.rowcount)
+
+    async def executemany(self, sql: str, seq: Iterable[Params]) -> ExecResult:
+        async with self._conn.executemany(sql, seq) as cur:
+            return ExecResult(cur.lastrowid, cur.rowcount)
+
+    async def add_operation(self, tx_type: str, payload: Mapping[str, Any],
+                            idempotency_key: str) -> tuple[int, bool]:
+        """Insert an outbox operation unless its idempotency key exists: (id, created)."""
+        ts = now_ms()
+        res = await self.execute(
+            "INSERT INTO operations (tx_type, payload, idempotency_key, status, created_at_ms, "
+            "updated_at_ms) VALUES (?, ?, ?, 'pending', ?, ?) "
+            "ON CONFLICT (idempotency_key) DO NOTHING",
+            (tx_type, dumps(payload), idempotency_key, ts, ts))
+        if res.rowcount == 1 and res.lastrowid is not None:
+            await self._audit("operation", res.lastrowid, None, "pending", "created",
+                              {"tx_type": tx_type, "idempotency_key": idempotency_key}, ts)
+            return res.lastrowid, True
+        row = await self.fetchone("SELECT id FROM operations WHERE idempotency_key = ?",
+                                  (idempotency_key,))
+        assert row is not None  # the conflict that skipped the insert is this row
+        return int(row["id"]), False
+
+    async def set_status(self, entity: str, entity_id: int, new: str, *, reason: str,
+                         details: Mapping[str, Any] | None = None,
+                         last_error: str | None = None) -> str:
+        """Move a row to `new` if the transition table allows it; returns the old status.
+
+        Writes the audit row in this same transaction. Raises TransitionError (and writes
+        nothing) when the move is not allowed, StoreError when the row does not exist.
+        """
+        table = _ENTITY_TABLES.get(entity)
+        if table is None:
+            raise StoreError(f"unknown entity {entity!r} (known: {', '.join(_ENTITY_TABLES)})")
+        row = await self.fetchone(f"SELECT status FROM {table} WHERE id = ?", (entity_id,))
+        if row is None:
+            raise StoreError(f"{entity} {entity_id} does not exist")
+        old = str(row["status"])
+        if not transitions.is_allowed(entity, old, new):
+            raise TransitionError(entity, entity_id, old, new)
+        ts = now_ms()
+        sets = ["status = ?", "updated_at_ms = ?"]
+        params: list[Any] = [new, ts]
+        for column in _STATUS_TIMES[entity].get(new, ()):
+            sets.append(f"{column} = COALESCE({column}, ?)")
+            params.append(ts)
+        if last_error is not None:
+            sets.append("last_error = ?")
+            params.append(last_error)
+        params.append(entity_id)
+        await self.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE id = ?", params)
+        await self._audit(entity, entity_id, old, new, reason, details, ts)
+        return old
+
+    async def _audit(self, entity: str, entity_id: int, old: str | None, new: str, reason: str,
+                     details: Mapping[str, Any] | None, ts: int) -> None:
+        await self.execute(
+            "INSERT INTO audit_log (at_ms, entity, entity_id, old_status, new_status, reason, "
+            "details) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ts, entity, entity_id, old, new, reason,
+             None if details is None else dumps(details)))
+
+
+class Store(_Reads):
+    """Open with ``await Store.open(path)``; see the module docstring for the design.
+
+    ``fetchone``/``fetchall`` read on the read-only connection: committed data only.
+    """
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection,
+                 reader: aiosqlite.Connection, applied: list[migrate.Migration]) -> None:
+        self.path = path
+        self.applied_now = applied          # migrations this open applied
+        self._writer = writer
+        self._reader = reader
+        self._conn = reader
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None    # the task inside write(), if any
+        self._closed = False
+        self.last_commit_monotonic = 0.0    # for liveness checks
+
+    @classmethod
+    async def open(cls, path: str | Path, *,
+                   migrations_dir: Path = migrate.MIGRATIONS_DIR) -> Store:
+        """Open (creating if needed) the database at `path` and apply pending migrations."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        applied = await asyncio.to_thread(_prepare, path, migrations_dir)
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await _configure(writer)
+            reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True,
+                                             isolation_level=None)
+        except BaseException:
+            await writer.close()
+            raise
+        try:
+            await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await reader.close()
+            await writer.close()
+            raise
+        writer.row_factory = sqlite3.Row
+        reader.row_factory = sqlite3.Row
+        return cls(path, writer, reader, applied)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[WriteTx]:
+        """The single writer: one transaction, committed on exit, rolled back on any exception."""
+        task = asyncio.current_task()
+        if task is not None and task is self._holder:
+            raise StoreError("store.write() inside store.write() in the same task would wait for "
+                             "itself; use the transaction already open")
+        async with self._lock:
+            self._check_open()
+            self._holder = task
+            try:
+                # BEGIN, body and COMMIT all inside: a cancellation that lands while BEGIN waits
+                # for another process's lock must still roll back once BEGIN has gone through.
+                await uninterruptible(self._run("BEGIN IMMEDIATE"))
+                yield WriteTx(self._writer)
+                await uninterruptible(self._run("COMMIT"))
+            except BaseException:
+                if self._writer.in_transaction:
+                    await uninterruptible(self._run("ROLLBACK"))
+                raise
+            finally:
+                self._holder = None
+            self.last_commit_monotonic = time.monotonic()
+
+    async def _run(self, sql: str) -> None:
+        async with self._writer.execute(sql):
+            pass
+
+    async def probe(self) -> None:
+        """Prove the writer can take the database lock and the reader can read (for the watchdog).
+
+        The probe transaction writes nothing, so it costs no flash wear.
+        """
+        async with self.write() as tx:
+            await tx.fetchone("SELECT max(version) FROM schema_migrations")
+        await self.fetchone("SELECT max(version) FROM schema_migrations")
+
+    async def integrity_check(self, *, full: bool = False) -> str:
+        """"ok", or the problems SQLite finds (``quick_check``; ``integrity_check`` if `full`)."""
+        rows = await self.fetchall("PRAGMA integrity_check" if full else "PRAGMA quick_check")
+        return "\n".join(str(r[0]) for r in rows)
+
+    async def close(self) -> None:
+        """Wait for the write in flight, then close both connections. Idempotent."""
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            await self._reader.close()
+            await self._writer.close()
+
+
+async def _configure(conn: aiosqlite.Connection) -> None:
+    for pragma in (f"busy_timeout = {BUSY_TIMEOUT_MS}", "journal_mode = WAL",
+                   "synchronous = FULL", "foreign_keys = ON",
+                   "journal_size_limit = 67108864"):
+        async with conn.execute(f"PRAGMA {pragma}"):
+            pass
+
+
+def _prepare(path: Path, migrations_dir: Path) -> list[migrate.Migration]:
+    """Synchronously set the persistent pragmas and apply migrations before the async connections."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: cannot switch to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return migrate.apply(conn, migrate.discover(migrations_dir))
+    finally:
+        conn.close()

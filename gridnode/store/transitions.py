@@ -1,0 +1,72 @@
+"""The allowed status transitions of every stateful row, as data.
+
+Every status change goes through `gridnode.store` (one function, one database transaction that
+also writes the audit row); this table is what it checks. An operation whose outcome on chain is
+not known is `unknown`, never `failed`: only a deterministic program error ends in `failed`.
+
+Operation statuses:
+    pending    in the outbox, not yet signed (or due to be re-signed)
+    signed     a signed transaction is persisted, possibly not yet broadcast
+    submitted  broadcast at least once; re-broadcasting the same bytes is safe
+    unknown    the outcome could not be determined yet; still monitored
+    confirmed  landed at `confirmed` commitment without error
+    finalized  landed at `finalized` commitment (terminal)
+    failed     the program rejected it deterministically (terminal until an operator retries)
+    expired    every signature's blockhash expired and none landed: safe to re-sign
+    parked     waits for an operator (recovery exhausted, or a reading too old to send)
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+OPERATION_STATUSES: Final = (
+    "pending", "signed", "submitted", "unknown", "confirmed", "finalized", "failed", "expired",
+    "parked",
+)
+
+_LANDED: Final = ("confirmed", "finalized", "failed")
+
+OPERATION_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    "pending": frozenset({"signed", "parked", "failed"}),
+    "signed": frozenset({"submitted", "unknown", "expired", *_LANDED}),
+    "submitted": frozenset({"unknown", "expired", *_LANDED}),
+    "unknown": frozenset({"submitted", "expired", *_LANDED}),
+    # A confirmed transaction can still vanish with a dropped fork: watch it again.
+    "confirmed": frozenset({"finalized", "unknown"}),
+    "finalized": frozenset(),
+    "failed": frozenset({"pending"}),          # operator retry only
+    "expired": frozenset({"pending", "parked"}),
+    "parked": frozenset({"pending"}),          # operator retry only
+}
+
+# Statuses an operator may send back to `pending` with `gridnode outbox retry`.
+OPERATOR_RETRYABLE: Final = frozenset({"failed", "parked", "expired"})
+
+SETTLEMENT_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    "matched": frozenset({"settling", "failed"}),
+    "settling": frozenset({"settled", "failed", "matched"}),
+    "settled": frozenset(),
+    "failed": frozenset({"matched"}),
+}
+
+UPSTREAM_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    "pending": frozenset({"delivered", "retrying", "rejected"}),
+    "retrying": frozenset({"delivered", "retrying", "rejected"}),
+    "delivered": frozenset(),
+    "rejected": frozenset({"pending"}),
+}
+
+TRANSITIONS: Final[dict[str, dict[str, frozenset[str]]]] = {
+    "operation": OPERATION_TRANSITIONS,
+    "settlement": SETTLEMENT_TRANSITIONS,
+    "upstream_delivery": UPSTREAM_TRANSITIONS,
+}
+
+
+def is_allowed(entity: str, old: str | None, new: str) -> bool:
+    """Whether `entity` may move from `old` to `new` (`old` None means a new row)."""
+    table = TRANSITIONS[entity]
+    if old is None:
+        return new in table
+    return new in table.get(old, frozenset())

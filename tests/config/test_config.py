@@ -1,0 +1,160 @@
+"""Configuration loading: the example is valid, and every mistake is reported with its place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gridnode.config import ConfigError, load_config, parse_config
+from gridnode.config.chain import ProgramIds
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "config" / "gridnode.example.toml"
+
+
+def _errors(text: str) -> list[tuple[str, str, str, str]]:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, "site.toml")
+    return [tuple(e) for e in exc.value.errors]
+
+
+def test_example_config_is_valid_and_uses_the_gridtokenx_program_ids() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.chain is not None
+    assert cfg.chain.program_ids == ProgramIds()
+    assert cfg.chain.program_ids.oracle == "DvdtU4quEbuxUY2FckmvcXwTpC9qp4HLJKb1PMLaqAoE"
+    assert [b.kind for b in cfg.meters.buses] == ["rtu", "tcp"]
+    assert cfg.meters.mqtt is not None and cfg.meters.mqtt.meters[1].fields is not None
+
+
+def test_empty_config_means_defaults_without_chain_or_meters() -> None:
+    cfg = parse_config("")
+    assert cfg.chain is None and cfg.upstream is None
+    assert cfg.meters.buses == [] and cfg.meters.mqtt is None
+    assert cfg.intervals.minutes == 15 and cfg.logging.format == "kv"
+
+
+def test_three_mistakes_are_all_reported_with_their_key_paths() -> None:
+    errors = _errors("""
+[node]
+id = "site-7"
+colour = "blue"
+
+[[meters.buses]]
+kind = "tcp"
+host = "10.0.0.5"
+port = 70000
+
+[[meters.buses.meters]]
+meter_id = "m1"
+unit_id = 1
+profile = "sdm630"
+rated_power_w = 1000
+
+[intervals]
+minutes = 7
+""")
+    assert len(errors) == 3
+    by_path = {path: (file, value, allowed) for file, path, value, allowed in errors}
+    assert set(by_path) == {"node.colour", "meters.buses[0].port", "intervals.minutes"}
+    assert all(file == "site.toml" for file, _, _ in by_path.values())
+    assert by_path["node.colour"][1] == "'blue'"
+    assert "known keys here" in by_path["node.colour"][2] and "timezone" in by_path["node.colour"][2]
+    assert by_path["meters.buses[0].port"][1] == "70000"
+    assert "65535" in by_path["meters.buses[0].port"][2]
+    assert by_path["intervals.minutes"][1] == "7"
+    assert "1, 5, 15, 30 or 60" in by_path["intervals.minutes"][2]
+
+
+def test_union_entries_report_keys_not_internal_tags() -> None:
+    errors = _errors("""
+[[meters.buses]]
+kind = "rtu"
+port = "/dev/ttyUSB0"
+baudrate = 9601
+speed = 1
+
+[[meters.buses]]
+kind = "usb"
+
+[[meters.mqtt.meters]]
+meter_id = "a-meter-id-that-is-far-too-long-for-the-chain"
+format = "tasmota"
+topic = "tele/x/SENSOR"
+
+[[meters.mqtt.meters]]
+meter_id = "g"
+format = "generic"
+topic = "x"
+""")
+    paths = {e[1]: e for e in errors}
+    assert set(paths) == {"meters.buses[0].baudrate", "meters.buses[0].speed",
+                          "meters.buses[1].kind", "meters.mqtt.meters[0].meter_id",
+                          "meters.mqtt.meters[1]"}
+    assert "9600" in paths["meters.buses[0].baudrate"][3]
+    assert "'rtu', 'tcp', 'rtu_over_tcp'" in paths["meters.buses[1].kind"][3]
+    assert "32 bytes" in paths["meters.mqtt.meters[0].meter_id"][3]
+    assert "fields" in paths["meters.mqtt.meters[1]"][3]
+
+
+def test_cross_entry_rules_name_the_duplicate() -> None:
+    errors = _errors("""
+[[meters.buses]]
+kind = "rtu"
+port = "/dev/ttyUSB0"
+[[meters.buses.meters]]
+meter_id = "m1"
+unit_id = 3
+profile = "p"
+rated_power_w = 1
+[[meters.buses.meters]]
+meter_id = "m2"
+unit_id = 3
+profile = "p"
+rated_power_w = 1
+
+[[meters.buses]]
+kind = "rtu"
+port = "/dev/ttyUSB0"
+
+[[meters.mqtt.meters]]
+meter_id = "m1"
+format = "shelly"
+topic = "shellies/pro3em"
+""")
+    paths = [e[1] for e in errors]
+    assert "meters.buses[0].meters[1].unit_id" in paths
+    assert "meters.buses[1].port" in paths
+    assert "meters.buses[0].meters[0].meter_id" in paths
+    assert "meters.mqtt.meters[0].meter_id" in paths
+
+
+def test_unreadable_and_malformed_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="readable TOML file"):
+        load_config(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[node\nid = 1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(bad)
+    assert exc.value.errors[0].file == str(bad)
+    assert "valid TOML" in exc.value.errors[0].allowed
+
+
+def test_keypair_path_prefers_the_systemd_credential(tmp_path: Path) -> None:
+    cfg = parse_config('[keys]\ngateway_keypair = "/etc/gridnode/keypair.json"\n')
+    assert cfg.keys.gateway_keypair_path({}) == Path("/etc/gridnode/keypair.json")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    # Credential directory without the credential: fall back to the configured path.
+    assert cfg.keys.gateway_keypair_path(env) == Path("/etc/gridnode/keypair.json")
+    (creds / "keypair").write_text("[]")
+    assert cfg.keys.gateway_keypair_path(env) == creds / "keypair"
+
+
+def test_data_dir_defaults_to_the_systemd_state_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/gridnode")
+    assert parse_config("").node.database == Path("/var/lib/gridnode/gridnode.db")
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert parse_config("").node.data_dir == Path("var/gridnode")

@@ -1,0 +1,260 @@
+"""The daemon under a real notify socket: readiness, watchdog tied to progress, clean stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gridnode import daemon
+from gridnode.config import parse_config
+from gridnode.store import Store
+from gridnode.systemd import Notifier
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class NotifySocket:
+    """A datagram socket standing where systemd's notify socket would be."""
+
+    def __init__(self, address: str | bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+
+    def wait_for(self, field: str, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            if field in self.messages[-1].split("\n"):
+                return self.messages
+        raise AssertionError(f"no {field} within {timeout}s; got {self.messages}")
+
+    def drain(self) -> list[str]:
+        self.sock.settimeout(0)
+        try:
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+        except BlockingIOError:
+            pass
+        self.sock.settimeout(0.1)
+        return self.messages
+
+
+@pytest.fixture(params=["path", "abstract"])
+def notify(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, NotifySocket]]:
+    if request.param == "path":
+        env_value = str(tmp_path / "notify.sock")
+        sock = NotifySocket(env_value)
+    else:
+        name = f"gridnode-test-{os.getpid()}-{time.monotonic_ns()}"
+        env_value = "@" + name
+        sock = NotifySocket(b"\0" + name.encode())
+    yield env_value, sock
+    sock.sock.close()
+
+
+def _config(tmp_path: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "gridnode.toml"
+    cfg.write_text(f'[node]\ndata_dir = "{tmp_path / "state"}"\n{extra}')
+    return cfg
+
+
+def test_run_reports_ready_pings_watchdog_and_stops_on_sigterm(
+        tmp_path: Path, notify: tuple[str, NotifySocket]) -> None:
+    address, sock = notify
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "600000"}
+    proc = subprocess.Popen([sys.executable, "-m", "gridnode", "run", "-c",
+                             str(_config(tmp_path))], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sock.wait_for("READY=1", timeout=30)
+        sock.wait_for("WATCHDOG=1", timeout=5)
+        sock.wait_for("STATUS=running; operations none", timeout=5)
+        assert (tmp_path / "state" / "gridnode.db").exists()
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        sock.wait_for("STOPPING=1", timeout=5)
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - sent < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _, err = proc.communicate()
+    assert "event=ready" in err and 'event="stop requested" reason=SIGTERM' in err
+    ready = next(i for i, m in enumerate(sock.messages) if "READY=1" in m)
+    stopping = next(i for i, m in enumerate(sock.messages) if "STOPPING=1" in m)
+    assert ready < stopping
+
+
+def test_outside_systemd_notifier_is_a_no_op() -> None:
+    assert Notifier({}).ready("x") is False
+    assert Notifier({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "1000000",
+                     "WATCHDOG_PID": "1"}).watchdog_s is None      # meant for another process
+    assert Notifier({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "1000000"}).watchdog_s == 1.0
+
+
+class SlowWriter:
+    """Writes one operation per loop; each write takes a while and must survive cancellation."""
+
+    name = "slow-writer"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.started = asyncio.Event()
+        self.n = 0
+        self._progress = time.monotonic()
+
+    def progress(self) -> float:
+        return self._progress
+
+    async def _write_one(self) -> None:
+        async with self.store.write() as tx:
+            self.n += 1
+            await tx.add_operation("meter_reading", {"n": self.n}, f"k{self.n}")
+            self.started.set()
+            await asyncio.sleep(0.3)
+        self._progress = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.shield(self._write_one())
+
+
+class Stuck:
+    """Never makes progress (to withhold watchdog pings) and never ends by itself."""
+
+    name = "stuck"
+
+    def progress(self) -> float:
+        return time.monotonic() - 3600
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
+class Crashing:
+    name = "crashing"
+
+    def progress(self) -> float:
+        return time.monotonic()
+
+    async def run(self) -> None:
+        await asyncio.sleep(0.05)
+        raise ValueError("meter bus exploded")
+
+
+async def test_stop_drains_the_write_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               notify: tuple[str, NotifySocket]) -> None:
+    address, sock = notify
+    writers: list[SlowWriter] = []
+    built = asyncio.Event()
+
+    def build(config, store, keys):  # noqa: ANN001 - same signature as the real one
+        writers.append(SlowWriter(store))
+        built.set()
+        return writers
+
+    monkeypatch.setattr(daemon, "build_subsystems", build)
+    node = daemon.Daemon(parse_config(_config(tmp_path).read_text()),
+                         Notifier({"NOTIFY_SOCKET": address}))
+    task = asyncio.create_task(node.run())
+    await built.wait()
+    await writers[0].started.wait()
+    node.request_stop("test")
+    assert await asyncio.wait_for(task, 10) == 0
+    store = await Store.open(tmp_path / "state" / "gridnode.db")
+    rows = await store.fetchall("SELECT idempotency_key FROM operations ORDER BY id")
+    await store.close()
+    assert [r[0] for r in rows] == [f"k{i}" for i in range(1, writers[0].n + 1)]
+    assert writers[0].n >= 1
+    messages = sock.drain()
+    assert any("READY=1" in m for m in messages) and any("STOPPING=1" in m for m in messages)
+
+
+async def test_watchdog_is_withheld_while_a_subsystem_is_stalled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, notify: tuple[str, NotifySocket]) -> None:
+    address, sock = notify
+    monkeypatch.setattr(daemon, "build_subsystems", lambda c, s, k: [Stuck()])
+    node = daemon.Daemon(parse_config(_config(tmp_path, "stall_timeout_s = 60\n").read_text()),
+                         Notifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "300000"}))
+    task = asyncio.create_task(node.run())
+    await asyncio.sleep(0.6)           # six watchdog periods
+    node.request_stop("test")
+    assert await asyncio.wait_for(task, 10) == 0
+    messages = sock.drain()
+    assert not any("WATCHDOG=1" in m for m in messages)
+    assert any("unhealthy: stuck made no progress" in m for m in messages)
+    assert not any("STATUS=running;" in m for m in messages)
+
+
+async def test_a_crashing_subsystem_stops_the_node_with_status_1(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, notify: tuple[str, NotifySocket]) -> None:
+    address, sock = notify
+    monkeypatch.setattr(daemon, "build_subsystems", lambda c, s, k: [Crashing(), Stuck()])
+    node = daemon.Daemon(parse_config(_config(tmp_path).read_text()),
+                         Notifier({"NOTIFY_SOCKET": address}))
+    assert await asyncio.wait_for(node.run(), 10) == 1
+    assert any("STOPPING=1" in m for m in sock.drain())
+
+
+async def test_chain_without_a_usable_keypair_refuses_to_start(tmp_path: Path) -> None:
+    key = tmp_path / "gw.json"
+    key.write_text("[]")
+    key.chmod(0o644)
+    cfg = parse_config(_config(tmp_path, f'[keys]\ngateway_keypair = "{key}"\n'
+                                         '[chain]\nrpc_urls = ["http://127.0.0.1:1"]\n').read_text())
+    with pytest.raises(daemon.DaemonError, match="chmod 600"):
+        daemon.load_gateway_keys(cfg)
+    assert await daemon.Daemon(cfg, Notifier({})).run() == 1
+
+
+async def test_a_config_error_found_while_building_subsystems_exits_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, notify: tuple[str, NotifySocket]) -> None:
+    from gridnode.config import ConfigError, ConfigIssue
+
+    address, sock = notify
+
+    def build(config, store, keys):  # noqa: ANN001 - same signature as the real one
+        raise ConfigError([ConfigIssue("x.toml", "meters.buses[0].meters[0].profile", "'nope'",
+                                       "a known profile")])
+
+    monkeypatch.setattr(daemon, "build_subsystems", build)
+    node = daemon.Daemon(parse_config(_config(tmp_path).read_text()),
+                         Notifier({"NOTIFY_SOCKET": address}))
+    assert await asyncio.wait_for(node.run(), 10) == 2
+    messages = sock.drain()
+    assert any("STOPPING=1" in m for m in messages)
+    assert not any("READY=1" in m for m in messages)
+
+
+async def test_a_second_daemon_on_the_same_data_dir_is_refused(
+        tmp_path: Path, notify: tuple[str, NotifySocket]) -> None:
+    address, sock = notify
+    cfg = parse_config(_config(tmp_path).read_text())
+    first = daemon.Daemon(cfg, Notifier({"NOTIFY_SOCKET": address}))
+    task = asyncio.create_task(first.run())
+    await asyncio.to_thread(sock.wait_for, "READY=1", 10)
+    second = daemon.Daemon(cfg, Notifier({}))
+    assert await asyncio.wait_for(second.run(), 10) == 1
+    first.request_stop("test")
+    assert await asyncio.wait_for(task, 10) == 0
+    # The lock goes with the daemon that held it.
+    third = daemon.Daemon(cfg, Notifier({}))
+    third_task = asyncio.create_task(third.run())
+    await asyncio.sleep(0.3)
+    third.request_stop("test")
+    assert await asyncio.wait_for(third_task, 10) == 0
