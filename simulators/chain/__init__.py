@@ -1,0 +1,1 @@
+"""Reference GridTokenX programs (C → SBF) and the localnet that runs them."""
