@@ -1,0 +1,1 @@
+"""Meter simulators: Modbus TCP/RTU servers and MQTT publishers."""
