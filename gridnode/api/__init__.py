@@ -1,0 +1,1 @@
+"""gridnode.api"""

@@ -1,0 +1,53 @@
+"""A blockhash cache refreshed in the background, at the commitment used for expiry checks.
+
+Building a transaction never waits for getLatestBlockhash unless the cached one is older than
+`max_age_s`; the same commitment (the pool's) is used to fetch blockhashes and to read the block
+height that decides expiry, so a blockhash is never judged by a different view of the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gridnode.chain.rpc import BlockhashInfo, RpcPool, RpcUnavailable
+from gridnode.log import get_logger
+
+log = get_logger(__name__)
+
+
+class BlockhashCache:
+    def __init__(self, pool: RpcPool, *, refresh_s: float = 2.0, max_age_s: float = 10.0) -> None:
+        self.pool = pool
+        self.refresh_s = refresh_s
+        self.max_age_s = max_age_s
+        self._current: BlockhashInfo | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, *, fresh: bool = False) -> BlockhashInfo:
+        """The cached blockhash, fetched now when absent, too old, or `fresh` is asked."""
+        cur = self._current
+        if cur is not None and not fresh and time.monotonic() - cur.fetched_at < self.max_age_s:
+            return cur
+        async with self._lock:
+            cur = self._current
+            if cur is None or fresh or time.monotonic() - cur.fetched_at >= self.max_age_s:
+                newer = await self.pool.latest_blockhash()
+                if cur is None or fresh or newer.blockhash != cur.blockhash:
+                    self._current = newer
+                else:  # same blockhash (stalled chain): keep serving it, note the fetch time
+                    self._current = BlockhashInfo(cur.blockhash, cur.last_valid_block_height,
+                                                  newer.fetched_at)
+            assert self._current is not None
+            return self._current
+
+    def invalidate(self) -> None:
+        self._current = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.get(fresh=True)
+            except RpcUnavailable as exc:
+                log.warning("blockhash refresh failed", error=str(exc)[:200])
+            await asyncio.sleep(self.refresh_s)

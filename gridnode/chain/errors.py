@@ -1,0 +1,84 @@
+"""What a transaction error means: which instruction failed, its Anchor name, what to do next.
+
+Errors arrive as the RPC's JSON (`{"InstructionError": [2, {"Custom": 6001}]}`, `"AlreadyProcessed"`,
+...). The classification drives the outbox:
+    program      a deterministic program error at one instruction: that operation failed
+    compute      the instruction ran out of compute units: raise the limit and re-sign
+    blockhash    the blockhash is unknown to the node: new blockhash
+    transient    account in use, would exceed block limits, ...: simply try again
+    other        anything else: re-validate
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+COMPUTE_ERRORS = {"ComputationalBudgetExceeded", "ProgramFailedToComplete"}
+TRANSIENT_TX_ERRORS = {"AccountInUse", "WouldExceedMaxBlockCostLimit", "WouldExceedMaxAccountCostLimit",
+                       "WouldExceedAccountDataBlockLimit", "TooManyAccountLocks",
+                       "WouldExceedMaxVoteCostLimit", "ClusterMaintenance"}
+BLOCKHASH_ERRORS = {"BlockhashNotFound"}
+
+
+@dataclass(frozen=True)
+class TxFailure:
+    kind: str                        # program | compute | blockhash | transient | other
+    ix_index: int | None             # instruction index in the transaction, when known
+    code: int | None                 # custom program error code
+    name: str                        # decoded Anchor name, or the runtime's error name
+    raw: Any
+
+    def describe(self) -> str:
+        where = f" at instruction {self.ix_index}" if self.ix_index is not None else ""
+        code = f" ({self.code})" if self.code is not None else ""
+        return f"{self.name}{code}{where}"
+
+
+def _name_of(err: Any) -> str:
+    if isinstance(err, str):
+        return err
+    if isinstance(err, dict) and err:
+        return str(next(iter(err)))
+    return str(err)
+
+
+def classify(err: Any, program_of_ix: dict[int, Any] | None = None,
+             idls_by_program: dict[str, Any] | None = None) -> TxFailure:
+    """Classify a transaction error; `program_of_ix` maps ix index -> program id (str)."""
+    if isinstance(err, dict) and "InstructionError" in err:
+        index, inner = err["InstructionError"]
+        index = int(index)
+        inner_name = _name_of(inner)
+        if inner_name in COMPUTE_ERRORS:
+            return TxFailure("compute", index, None, inner_name, err)
+        code: int | None = None
+        if isinstance(inner, dict) and "Custom" in inner:
+            code = int(inner["Custom"])
+        name = inner_name
+        if code is not None:
+            name = f"Custom({code})"
+            program = (program_of_ix or {}).get(index)
+            idl = (idls_by_program or {}).get(str(program)) if program is not None else None
+            decoded = idl.error_name(code) if idl is not None else None
+            if decoded:
+                name = decoded
+            elif code == 0:   # the System Program's error 0, surfacing from an `init` CPI
+                name = "AccountAlreadyInUse"
+        return TxFailure("program", index, code, name, err)
+    name = _name_of(err)
+    if name in BLOCKHASH_ERRORS:
+        return TxFailure("blockhash", None, None, name, err)
+    if name in TRANSIENT_TX_ERRORS:
+        return TxFailure("transient", None, None, name, err)
+    return TxFailure("other", None, None, name, err)
+
+
+def is_already_processed(message: str) -> bool:
+    m = message.lower()
+    return "already been processed" in m or "alreadyprocessed" in m or "already processed" in m
+
+
+def is_blockhash_not_found(message: str) -> bool:
+    m = message.lower()
+    return "blockhash not found" in m or "blockhashnotfound" in m

@@ -1,0 +1,260 @@
+"""Outbox operation -> validated, IDL-encoded instructions, following the tx type table.
+
+`InstructionBuilder.prepare` checks the input, the node's permission to sign, and the business
+rules that need chain state (meter registered and active, user active, balances), reads what the
+instruction depends on (e.g. the market's active_orders for the order PDA), and encodes the
+instructions through gridnode.chain.idl. Nothing here writes to the chain or the store.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from gridnode.chain.rpc import RpcPool
+from gridnode.chain.signers import Signers
+from gridnode.chain.txtypes import TX_TYPES, Ix, Pda, TxType, instructions_of
+from gridnode.chain.validation import (
+    InvalidInput,
+    NotPermitted,
+    RuleNotMet,
+    check_age,
+    check_input,
+    enum_name,
+)
+
+SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
+TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+WELL_KNOWN = {"system": SYSTEM_PROGRAM, "token": TOKEN_PROGRAM}
+
+# Borsh enum arguments: payload spelling -> IDL variant name.
+ENUM_ARGS = {
+    "user_type": {"prosumer": "Prosumer", "consumer": "Consumer"},
+    "meter_type": {"solar": "Solar", "wind": "Wind", "battery": "Battery", "grid": "Grid"},
+}
+
+
+@dataclass
+class PreparedOp:
+    """One operation ready to be put in a transaction."""
+
+    op_id: int
+    tx_type: TxType
+    signer: Keypair
+    instructions: list[Instruction]
+    writable: list[Pubkey]
+    cosigners: list[Keypair] = field(default_factory=list)
+
+
+@dataclass
+class BuilderSettings:
+    registry_readings: bool = False         # also send registry update_meter_reading
+    require_registered_meters: bool = True  # meter must exist and be Active on chain
+    max_reading_age_s: float | None = None  # older readings are parked
+    registration_cache_s: float = 300.0
+
+
+class InstructionBuilder:
+    def __init__(self, idls: dict[str, Any], pool: RpcPool, signers: Signers,
+                 settings: BuilderSettings | None = None) -> None:
+        self.idls = idls
+        self.pool = pool
+        self.signers = signers
+        self.settings = settings or BuilderSettings()
+        self._meter_ok: dict[str, float] = {}
+        self._meter_owner: dict[str, Pubkey] = {}
+
+    def program_id(self, program: str) -> Pubkey:
+        return self.idls[program].program_id
+
+    def pda(self, pda: Pda, payload: dict[str, Any], signer: Pubkey, ctx: dict[str, Any]) -> Pubkey:
+        seeds: list[bytes] = []
+        for seed in pda.seeds:
+            if isinstance(seed, bytes):
+                seeds.append(seed)
+            elif seed.startswith("u64le:"):
+                seeds.append(struct.pack("<Q", int(self._value(seed[6:], payload, signer, ctx))))
+            else:
+                val = self._value(seed, payload, signer, ctx)
+                seeds.append(bytes(val) if isinstance(val, Pubkey) else str(val).encode())
+        return Pubkey.find_program_address(seeds, self.program_id(pda.program))[0]
+
+    def _value(self, source: str, payload: dict[str, Any], signer: Pubkey,
+               ctx: dict[str, Any]) -> Any:
+        if source == "signer":
+            return signer
+        kind, _, key = source.partition(".")
+        if kind == "payload":
+            return payload.get(key)
+        if kind == "ctx":
+            return ctx[key]
+        raise ValueError(f"unknown source {source!r}")
+
+    def _account(self, spec: str | Pda, ix: Ix, payload: dict[str, Any], signer: Pubkey,
+                 ctx: dict[str, Any]) -> Pubkey:
+        if isinstance(spec, Pda):
+            return self.pda(spec, payload, signer, ctx)
+        for alt in spec.split("|"):
+            if alt == "program.self":
+                return self.program_id(ix.program)
+            if alt.startswith("program."):
+                return WELL_KNOWN[alt[8:]]
+            val = self._value(alt, payload, signer, ctx)
+            if val is not None:
+                return val if isinstance(val, Pubkey) else Pubkey.from_string(str(val))
+        raise InvalidInput("missing_account", f"no value for account source {spec!r}")
+
+    def _arg(self, name: str, source: str, payload: dict[str, Any], signer: Pubkey,
+             ctx: dict[str, Any]) -> Any:
+        val = self._value(source, payload, signer, ctx)
+        if name in ENUM_ARGS:
+            return ENUM_ARGS[name][str(val)]
+        return val
+
+    def _key_of(self, pubkey: str, what: str) -> Keypair:
+        """The keypair of `pubkey`, which `what` must be signed by, or NotPermitted."""
+        kp = self.signers.by_pubkey(pubkey)
+        if kp is None:
+            raise NotPermitted("no_signing_key",
+                               f"{what} must be signed by {pubkey}, a key this node does not hold")
+        return kp
+
+    def signer_for(self, tx_type: TxType, payload: dict[str, Any]) -> Keypair:
+        role = tx_type.signer
+        if role.startswith("payload."):
+            return self._key_of(str(payload.get(role[8:])), tx_type.name)
+        kp = self.signers.by_role(role)
+        if kp is None:
+            raise NotPermitted("no_signing_key",
+                               f"{tx_type.name} needs the {role} key, which this node does not hold")
+        return kp
+
+    # -- business rules and chain reads ------------------------------------------------------
+    async def _decode(self, program: str, account: str, address: Pubkey) -> dict[str, Any] | None:
+        data = (await self.pool.account_data([address]))[0]
+        if data is None:
+            return None
+        return dict(self.idls[program].decode_account(account, data))
+
+    async def check_meters(self, meter_ids: Sequence[str]) -> dict[str, str | None]:
+        """meter_id -> None when registered and Active on chain, else the reason it is not."""
+        now = time.monotonic()
+        out: dict[str, str | None] = {}
+        todo = []
+        for m in dict.fromkeys(meter_ids):
+            if now - self._meter_ok.get(m, -1e18) < self.settings.registration_cache_s:
+                out[m] = None
+            else:
+                todo.append(m)
+        if not todo:
+            return out
+        reg = self.program_id("registry")
+        addrs = [Pubkey.find_program_address([b"meter", m.encode()], reg)[0] for m in todo]
+        datas = await self.pool.account_data(addrs)
+        for m, data in zip(todo, datas, strict=True):
+            if data is None:
+                out[m] = f"meter {m} is not registered on chain"
+                continue
+            acc = self.idls["registry"].decode_account("MeterAccount", data)
+            self._meter_owner[m] = Pubkey.from_string(str(acc["owner"]))
+            status = enum_name(acc["status"])
+            if status.lower() != "active":
+                out[m] = f"meter {m} is {status} on chain, not Active"
+                continue
+            self._meter_ok[m] = now
+            out[m] = None
+        return out
+
+    async def _user_active(self, user: Pubkey) -> None:
+        addr = Pubkey.find_program_address([b"user", bytes(user)], self.program_id("registry"))[0]
+        acc = await self._decode("registry", "UserAccount", addr)
+        if acc is None:
+            raise RuleNotMet("user_not_registered", f"user {user} is not registered on chain")
+        status = enum_name(acc["status"])
+        if status.lower() != "active":
+            raise RuleNotMet("user_inactive", f"user {user} is {status} on chain, not Active")
+
+    async def _read_ctx(self, tx_type: TxType, payload: dict[str, Any],
+                        signer: Pubkey) -> dict[str, Any]:
+        ctx: dict[str, Any] = {}
+        for reader in tx_type.readers:
+            if reader == "meter_owner":
+                if not self.settings.registry_readings:
+                    continue
+                meter = payload["meter_id"]
+                if meter not in self._meter_owner:
+                    self._meter_ok.pop(meter, None)
+                    reason = (await self.check_meters([meter]))[meter]
+                    if reason:
+                        raise RuleNotMet("meter_not_active", reason)
+                ctx["meter_owner"] = self._meter_owner[meter]
+            elif reader == "active_orders":
+                market = Pubkey.find_program_address([b"market"], self.program_id("trading"))[0]
+                acc = await self._decode("trading", "Market", market)
+                if acc is None:
+                    raise RuleNotMet("market_missing", "the trading market is not initialized")
+                ctx["active_orders"] = int(acc["active_orders"])
+            elif reader == "token_account_exists":
+                data = (await self.pool.account_data(
+                    [Pubkey.from_string(payload["token_account"])]))[0]
+                if data is None:
+                    raise RuleNotMet("no_token_account",
+                                     f"token account {payload['token_account']} does not exist")
+            elif reader == "from_balance":
+                data = (await self.pool.account_data(
+                    [Pubkey.from_string(payload["from_token_account"])]))[0]
+                if data is None or len(data) < 72:
+                    raise RuleNotMet("no_token_account",
+                                     f"token account {payload['from_token_account']} does not exist")
+                balance = struct.unpack_from("<Q", data, 64)[0]
+                if balance < int(payload["amount"]):
+                    raise RuleNotMet("insufficient_balance",
+                                     f"balance {balance} < transfer amount {payload['amount']}")
+                ctx["from_balance"] = balance
+        return ctx
+
+    async def _rules(self, tx_type: TxType, payload: dict[str, Any], signer: Pubkey) -> None:
+        name = tx_type.name
+        if name == "meter_reading" and self.settings.require_registered_meters:
+            reason = (await self.check_meters([payload["meter_id"]]))[payload["meter_id"]]
+            if reason:
+                raise RuleNotMet("meter_not_active", reason)
+        elif name in ("meter_registration", "order_creation", "order_cancel"):
+            await self._user_active(signer)
+
+    # -- the entry point ---------------------------------------------------------------------
+    async def prepare(self, op_id: int, tx_type_name: str, raw_payload: dict[str, Any], *,
+                      rules_checked: bool = False) -> PreparedOp:
+        """Validate and encode one operation (raises an OperationInvalid subclass)."""
+        payload = check_input(tx_type_name, raw_payload)
+        check_age(tx_type_name, payload, self.settings.max_reading_age_s)
+        tx_type = TX_TYPES[tx_type_name]
+        kp = self.signer_for(tx_type, payload)
+        signer = kp.pubkey()
+        if not rules_checked:
+            await self._rules(tx_type, payload, signer)
+        ctx = await self._read_ctx(tx_type, payload, signer)
+        ixs: list[Instruction] = []
+        cosigners: list[Keypair] = []
+        for ix in instructions_of(tx_type, payload):
+            if ix.when and not getattr(self.settings, ix.when):
+                continue
+            if ix.cosigner:
+                co = self._key_of(str(self._value(ix.cosigner, payload, signer, ctx)),
+                                  f"{ix.program}.{ix.name}")
+                if co.pubkey() != signer and co not in cosigners:
+                    cosigners.append(co)
+            accounts = {name: self._account(spec, ix, payload, signer, ctx)
+                        for name, spec in ix.accounts.items()}
+            args = {name: self._arg(name, src, payload, signer, ctx) for name, src in ix.args.items()}
+            ixs.append(self.idls[ix.program].instruction(ix.name, args=args, accounts=accounts))
+        writable = list(dict.fromkeys(
+            m.pubkey for i in ixs for m in i.accounts if m.is_writable and m.pubkey != signer))
+        return PreparedOp(op_id, tx_type, kp, ixs, writable, cosigners)

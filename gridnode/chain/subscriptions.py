@@ -1,0 +1,72 @@
+"""signatureSubscribe for fast confirmation, with reconnect and a status catch-up.
+
+A notification only says "look now": the monitor's getSignatureStatuses poll stays the source of
+truth. Because a notification is lost when the transaction lands before the subscription or
+while the socket reconnects, every (re)subscribe is followed by a wake-up of the monitor, which
+then polls every in-flight signature (the catch-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from solana.rpc.commitment import Commitment
+from solana.rpc.websocket_api import connect
+from solders.signature import Signature
+
+from gridnode.log import get_logger
+
+log = get_logger(__name__)
+
+
+class SignatureSubscriber:
+    def __init__(self, ws_urls: Sequence[str], signatures: Callable[[], set[str]],
+                 wake: Callable[[], None], *, commitment: str = "confirmed",
+                 refresh_s: float = 0.5, reconnect_s: float = 1.0) -> None:
+        self.ws_urls = list(ws_urls)
+        self.signatures = signatures
+        self.wake = wake
+        self.commitments = list(dict.fromkeys([Commitment(commitment), Commitment("finalized")]))
+        self.refresh_s = refresh_s
+        self.reconnect_s = reconnect_s
+        self.notifications = 0
+        self.reconnects = 0
+
+    async def run(self) -> None:
+        i = 0
+        while True:
+            url = self.ws_urls[i % len(self.ws_urls)]
+            try:
+                await self._session(url)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any socket failure means reconnect
+                log.debug("signature subscription lost", url=url, error=str(exc)[:200])
+            self.reconnects += 1
+            i += 1
+            await asyncio.sleep(self.reconnect_s)
+
+    async def _session(self, url: str) -> None:
+        async with connect(url, ping_interval=10, ping_timeout=10) as ws:
+            subscribed: set[str] = set()
+            self.wake()   # catch-up after every (re)subscribe
+            while True:
+                wanted = self.signatures()
+                new = wanted - subscribed
+                for sig in new:
+                    # one notification when it is confirmed (stop re-sending), one when final
+                    for commitment in self.commitments:
+                        await ws.signature_subscribe(Signature.from_string(sig), commitment)
+                subscribed |= new
+                subscribed &= wanted
+                if new:
+                    self.wake()   # catch-up for signatures that landed before subscribing
+                try:
+                    msgs = await asyncio.wait_for(ws.recv(), self.refresh_s)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
+                    if type(msg).__name__.startswith("SignatureNotification"):
+                        self.notifications += 1
+                        self.wake()
