@@ -225,7 +225,8 @@ class Daemon:
             problems.append(f"event loop lagged {self._lag_s:.1f}s")
         started = time.monotonic()
         try:
-            await asyncio.wait_for(store.probe(), limit_s)
+            async with asyncio.timeout(limit_s):
+                await store.probe()
         except TimeoutError:
             problems.append(f"store did not answer within {limit_s:.1f}s")
         except Exception as exc:

@@ -62,7 +62,8 @@ class Processes:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(proc.wait(), 10)
+                    async with asyncio.timeout(10):
+                        await proc.wait()
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()

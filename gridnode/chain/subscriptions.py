@@ -63,7 +63,8 @@ class SignatureSubscriber:
                 if new:
                     self.wake()   # catch-up for signatures that landed before subscribing
                 try:
-                    msgs = await asyncio.wait_for(ws.recv(), self.refresh_s)
+                    async with asyncio.timeout(self.refresh_s):
+                        msgs = await ws.recv()
                 except TimeoutError:
                     continue
                 for msg in msgs:

@@ -168,7 +168,8 @@ class MqttIngest:
                 while not lost.is_set():
                     client.loop_misc()
                     try:
-                        await asyncio.wait_for(lost.wait(), timeout=1.0)
+                        async with asyncio.timeout(1.0):
+                            await lost.wait()
                     except TimeoutError:
                         pass
                     if self.connected.is_set():

@@ -156,7 +156,8 @@ class Recorder:
         try:
             while True:
                 try:
-                    first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
+                    async with asyncio.timeout(1.0):
+                        first = await self._queue.get()
                 except TimeoutError:
                     first = None
                 batch = [first] if first is not None else []

@@ -32,7 +32,8 @@ async def run_rounds(name: str, round_once: Callable[[], Awaitable[Any]], interv
             await asyncio.sleep(interval_s)
             continue
         try:
-            await asyncio.wait_for(wake.wait(), interval_s)
+            async with asyncio.timeout(interval_s):
+                await wake.wait()
         except TimeoutError:
             pass
         wake.clear()
