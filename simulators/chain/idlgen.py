@@ -99,7 +99,7 @@ def render(idl: dict) -> str:
     for err in idl.get("errors", []):
         out.append(f"#define {p}_ERR_{upper_snake(err['name'])} {err['code']}")
     out.append("")
-    out.append("/* Name and message of this program's errors (for GX_ENTRYPOINT_ERRORS). */")
+    out.append("/* Name and message of this program's errors (for GX_ENTRYPOINT). */")
     out.append(f"GX_FN bool {p}_error_text(u64 code, ErrorText *t) {{")
     out.append("  switch (code) {")
     for err in idl.get("errors", []):

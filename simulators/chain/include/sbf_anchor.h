@@ -7,15 +7,16 @@
  * ---
  * Types      u8 u16 u32 u64 i64 bool; Pubkey {u8 x[32]}; AccountInfo (== SolAccountInfo, usable in
  *            CPIs); Seed {addr,len}; SignerSeeds {addr,len}; AccountMeta; Instruction; u128 {lo,hi}.
- * Entry      Define `u64 process(Context *ctx)` and `GX_ENTRYPOINT(&MY_PROGRAM_ID)`. Context holds
- *            ka[] (first GX_MAX_ACCOUNTS accounts; duplicates are copies of the first occurrence),
- *            ka_num, data/data_len (instruction data) and program_id. A program ID other than the
- *            declared one fails with 4100 (DeclaredProgramIdMismatch); any non-zero return is an
- *            Anchor error number and is logged as "AnchorError occurred. Error Number: N.".
- *            GX_ENTRYPOINT_ERRORS(&ID, <PROGRAM>_error_text) logs Anchor's full line instead
- *            ("... Error Code: Name. Error Number: N. Error Message: msg.").
- * Dispatch   gx_discriminator(ctx, &disc): 100 InstructionMissing when data < 8 bytes. Switch on the
- *            u64 (little-endian) discriminator constants of the IDL header; unknown → 101.
+ * Entry      Define `u64 process(Context *ctx)` and `GX_ENTRYPOINT(&ID, <PROGRAM>_error_text)`.
+ *            Context holds ka[] (first GX_MAX_ACCOUNTS accounts; duplicates are copies of the
+ *            first occurrence), ka_num, data/data_len (instruction data) and program_id. A program
+ *            ID other than the declared one fails with 4100 (DeclaredProgramIdMismatch); any
+ *            non-zero return is an Anchor error number, logged as Anchor's full line ("... Error
+ *            Code: Name. Error Number: N. Error Message: msg.") when it has a name, else as
+ *            "AnchorError occurred. Error Number: N.".
+ * Dispatch   gx_instruction(ctx, &disc, &args): 100 InstructionMissing when data < 8 bytes.
+ *            Switch on the u64 (little-endian) discriminator constants of the IDL header (unknown
+ *            → 101) and read the arguments from `args`.
  * Borsh      Reader r; rd_init(&r, p, n); rd_u8/u16/u32/u64/i64/bool/pubkey/string/enum_u8/option;
  *            rd_bool rejects bytes other than 0/1, rd_string checks UTF-8 and returns a pointer
  *            into the buffer, rd_enum_u8 rejects indexes >= variants. Errors are sticky in r.err:
@@ -251,30 +252,6 @@ GX_FN void gx_deserialize(u8 *input, Context *ctx) {
   ctx->program_id = (const Pubkey *)p;
 }
 
-GX_FN void gx_log_error(u64 code) {
-  char buf[64];
-  static const char head[] = "AnchorError occurred. Error Number: ";
-  u64 n = sizeof(head) - 1;
-  gx_memcpy(buf, head, n);
-  char digits[20];
-  int k = 0;
-  do { digits[k++] = (char)('0' + code % 10); code /= 10; } while (code && k < 20);
-  while (k) buf[n++] = digits[--k];
-  buf[n++] = '.';
-  sol_log_(buf, n);
-}
-
-#define GX_ENTRYPOINT(declared_id)                                        \
-  u64 process(Context *ctx);                                              \
-  u64 entrypoint(u8 *input) {                                             \
-    Context ctx;                                                          \
-    gx_deserialize(input, &ctx);                                          \
-    u64 rc = pubkey_eq(ctx.program_id, (declared_id))                     \
-                 ? process(&ctx) : ERR_DECLARED_PROGRAM_ID_MISMATCH;      \
-    if (rc) gx_log_error(rc);                                             \
-    return rc;                                                            \
-  }
-
 /* ---- Anchor error log lines ---- */
 typedef struct { const char *name; const char *msg; } ErrorText;
 
@@ -318,27 +295,42 @@ GX_FN u64 gx_append(char *buf, u64 n, u64 cap, const char *s) {
   return n;
 }
 
-/* Anchor's error line: "AnchorError occurred. Error Code: X. Error Number: N. Error Message: M." */
-GX_FN void gx_log_anchor_error(u64 code, const ErrorText *t) {
-  char buf[320];
+/* The decimal digits of `v`, appended. */
+GX_FN u64 gx_append_u64(char *buf, u64 n, u64 cap, u64 v) {
   char digits[21];
   int k = 20;
   digits[20] = 0;
-  do { digits[--k] = (char)('0' + code % 10); code /= 10; } while (code && k > 0);
+  do { digits[--k] = (char)('0' + v % 10); v /= 10; } while (v && k > 0);
+  return gx_append(buf, n, cap, digits + k);
+}
+
+/* The line for an error without a name: "AnchorError occurred. Error Number: N." */
+GX_FN void gx_log_error(u64 code) {
+  char buf[64];
+  u64 n = gx_append(buf, 0, sizeof(buf), "AnchorError occurred. Error Number: ");
+  n = gx_append_u64(buf, n, sizeof(buf), code);
+  n = gx_append(buf, n, sizeof(buf), ".");
+  sol_log_(buf, n);
+}
+
+/* Anchor's error line: "AnchorError occurred. Error Code: X. Error Number: N. Error Message: M." */
+GX_FN void gx_log_anchor_error(u64 code, const ErrorText *t) {
+  char buf[320];
   u64 n = gx_append(buf, 0, sizeof(buf), "AnchorError occurred. Error Code: ");
   n = gx_append(buf, n, sizeof(buf), t->name);
   n = gx_append(buf, n, sizeof(buf), ". Error Number: ");
-  n = gx_append(buf, n, sizeof(buf), digits + k);
+  n = gx_append_u64(buf, n, sizeof(buf), code);
   n = gx_append(buf, n, sizeof(buf), ". Error Message: ");
   n = gx_append(buf, n, sizeof(buf), t->msg);
   n = gx_append(buf, n, sizeof(buf), ".");
   sol_log_(buf, n);
 }
 
-/* Like GX_ENTRYPOINT, logging errors the way Anchor does: `program_error(code, &text)` (generated
- * as <PROGRAM>_error_text in idl_<program>.h) names the program's errors, the runtime the
- * framework's. */
-#define GX_ENTRYPOINT_ERRORS(declared_id, program_error)                  \
+/* The program's entrypoint: checks the declared program ID, runs `process` and logs a failure
+ * the way Anchor does. `program_error(code, &text)` (generated as <PROGRAM>_error_text in
+ * idl_<program>.h) names the program's errors, the runtime the framework's; any other code gets
+ * the short line. */
+#define GX_ENTRYPOINT(declared_id, program_error)                         \
   u64 process(Context *ctx);                                              \
   u64 entrypoint(u8 *input) {                                             \
     Context ctx;                                                          \
@@ -355,12 +347,6 @@ GX_FN void gx_log_anchor_error(u64 code, const ErrorText *t) {
     return rc;                                                            \
   }
 
-GX_FN u64 gx_discriminator(const Context *ctx, u64 *disc) {
-  if (ctx->data_len < 8) return ERR_INSTRUCTION_MISSING;
-  *disc = *(const u64 *)ctx->data;
-  return 0;
-}
-
 /* Refresh data_len from the serialized input (the runtime updates it there after a CPI). */
 GX_FN void gx_refresh(AccountInfo *a) { a->data_len = *(u64 *)(a->data - 8); }
 
@@ -368,6 +354,14 @@ GX_FN void gx_refresh(AccountInfo *a) { a->data_len = *(u64 *)(a->data - 8); }
 typedef struct { const u8 *p; u64 len; u64 pos; bool err; } Reader;
 
 GX_FN void rd_init(Reader *r, const u8 *p, u64 len) { r->p = p; r->len = len; r->pos = 0; r->err = false; }
+
+/* The instruction's 8-byte discriminator, and a reader over the arguments that follow it. */
+GX_FN u64 gx_instruction(const Context *ctx, u64 *disc, Reader *args) {
+  if (ctx->data_len < 8) return ERR_INSTRUCTION_MISSING;
+  *disc = *(const u64 *)ctx->data;
+  rd_init(args, ctx->data + 8, ctx->data_len - 8);
+  return 0;
+}
 GX_FN const u8 *rd_take(Reader *r, u64 n) {
   if (r->err || n > r->len - r->pos) { r->err = true; return NULL; }
   const u8 *q = r->p + r->pos;

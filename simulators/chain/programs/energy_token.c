@@ -21,7 +21,7 @@
 #define M_OWNER 0
 #define M_TAIL 82
 
-GX_ENTRYPOINT_ERRORS(&ENERGY_TOKEN_PROGRAM_ID, ENERGY_TOKEN_error_text)
+GX_ENTRYPOINT(&ENERGY_TOKEN_PROGRAM_ID, ENERGY_TOKEN_error_text)
 
 static u64 load_token_info(const Context *ctx, const AccountInfo *a) {
   return gx_account(a, ctx->program_id, ENERGY_TOKEN_ACC_TOKEN_INFO, ENERGY_TOKEN_TOKEN_INFO_MIN_SIZE);
@@ -310,9 +310,8 @@ static u64 mint_grid_tokens(Context *ctx) {
 
 u64 process(Context *ctx) {
   u64 disc;
-  TRY(gx_discriminator(ctx, &disc));
   Reader r;
-  rd_init(&r, ctx->data + 8, ctx->data_len - 8);
+  TRY(gx_instruction(ctx, &disc, &r));
   switch (disc) {
     case ENERGY_TOKEN_IX_INITIALIZE: return initialize(ctx);
     case ENERGY_TOKEN_IX_CREATE_TOKEN_MINT: return create_token_mint(ctx, &r);

@@ -17,7 +17,7 @@
 /* ErcCertificate bytes besides its three strings once validated (trading_validated_at = Some). */
 #define ERC_FIXED_BYTES 88
 
-GX_ENTRYPOINT_ERRORS(&GOVERNANCE_PROGRAM_ID, GOVERNANCE_error_text)
+GX_ENTRYPOINT(&GOVERNANCE_PROGRAM_ID, GOVERNANCE_error_text)
 
 /* PoAConfig decoded from a private copy of the account bytes (strings point into the copy or into
  * instruction data), re-encoded in place by poa_save. */
@@ -515,9 +515,8 @@ static u64 validate_erc_for_trading(Context *ctx) {
 
 u64 process(Context *ctx) {
   u64 disc;
-  TRY(gx_discriminator(ctx, &disc));
   Reader r;
-  rd_init(&r, ctx->data + 8, ctx->data_len - 8);
+  TRY(gx_instruction(ctx, &disc, &r));
   switch (disc) {
     case GOVERNANCE_IX_INITIALIZE_POA: return initialize_poa(ctx);
     case GOVERNANCE_IX_EMERGENCY_PAUSE: return emergency(ctx, true);

@@ -5,7 +5,7 @@
 
 #define ORACLE_DATA_SPACE 105
 
-GX_ENTRYPOINT_ERRORS(&ORACLE_PROGRAM_ID, ORACLE_error_text)
+GX_ENTRYPOINT(&ORACLE_PROGRAM_ID, ORACLE_error_text)
 
 static u64 oracle_data_account(const Context *ctx, const AccountInfo *a) {
   TRY(gx_account(a, ctx->program_id, ORACLE_ACC_ORACLE_DATA, ORACLE_ORACLE_DATA_MIN_SIZE));
@@ -134,9 +134,8 @@ static u64 update_api_gateway(Context *ctx, Reader *r) {
 
 u64 process(Context *ctx) {
   u64 disc;
-  TRY(gx_discriminator(ctx, &disc));
   Reader r;
-  rd_init(&r, ctx->data + 8, ctx->data_len - 8);
+  TRY(gx_instruction(ctx, &disc, &r));
   switch (disc) {
     case ORACLE_IX_INITIALIZE: return initialize(ctx, &r);
     case ORACLE_IX_SUBMIT_METER_READING: return submit_meter_reading(ctx, &r);

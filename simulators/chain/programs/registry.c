@@ -10,7 +10,7 @@
 #define LOCATION_MAX 100
 #define METER_ID_MAX 50
 
-GX_ENTRYPOINT_ERRORS(&REGISTRY_PROGRAM_ID, REGISTRY_error_text)
+GX_ENTRYPOINT(&REGISTRY_PROGRAM_ID, REGISTRY_error_text)
 
 /* MeterAccount fields after the variable-length meter_id, relative to its end. */
 #define M_OWNER 0
@@ -339,9 +339,8 @@ static u64 settle_meter_balance(Context *ctx) {
 
 u64 process(Context *ctx) {
   u64 disc;
-  TRY(gx_discriminator(ctx, &disc));
   Reader r;
-  rd_init(&r, ctx->data + 8, ctx->data_len - 8);
+  TRY(gx_instruction(ctx, &disc, &r));
   switch (disc) {
     case REGISTRY_IX_INITIALIZE: return initialize(ctx);
     case REGISTRY_IX_REGISTER_USER: return register_user(ctx, &r);

@@ -30,7 +30,7 @@
 static const Pubkey GRID_MINT = {{186, 96, 51, 35, 108, 176, 167, 83, 120, 115, 137, 185, 223, 254, 62,
   179, 197, 16, 56, 213, 151, 237, 160, 10, 251, 17, 172, 231, 36, 71, 190, 228}};
 
-GX_ENTRYPOINT_ERRORS(&TRADING_PROGRAM_ID, TRADING_error_text)
+GX_ENTRYPOINT(&TRADING_PROGRAM_ID, TRADING_error_text)
 
 static u64 market_account(const Context *ctx, const AccountInfo *a) {
   return gx_account(a, ctx->program_id, TRADING_ACC_MARKET, TRADING_MARKET_MIN_SIZE);
@@ -384,9 +384,8 @@ static u64 settle_trade(Context *ctx) {
 
 u64 process(Context *ctx) {
   u64 disc;
-  TRY(gx_discriminator(ctx, &disc));
   Reader r;
-  rd_init(&r, ctx->data + 8, ctx->data_len - 8);
+  TRY(gx_instruction(ctx, &disc, &r));
   switch (disc) {
     case TRADING_IX_INITIALIZE: return initialize(ctx);
     case TRADING_IX_INITIALIZE_MARKET: return initialize_market(ctx);
