@@ -48,11 +48,15 @@ class Chain:
 
     def __init__(self) -> None:
         self.svm: LiteSVM = new_svm()
-        clock = self.svm.get_clock()
-        clock.unix_timestamp = NOW
-        self.svm.set_clock(clock)
+        self.set_time(NOW)
         self.idls: dict[str, ProgramIdl] = _IDLS
         self.authority = self.funded()
+
+    def set_time(self, unix: int) -> None:
+        """Move the Clock sysvar's unix_timestamp, which the programs read as "now"."""
+        clock = self.svm.get_clock()
+        clock.unix_timestamp = unix
+        self.svm.set_clock(clock)
 
     def funded(self, lamports: int = 100 * 10**9) -> Keypair:
         kp = Keypair()

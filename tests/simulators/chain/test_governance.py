@@ -25,12 +25,6 @@ from .market_setup import (
 YEAR = 31_536_000
 
 
-def set_time(chain: Chain, unix: int) -> None:
-    clock = chain.svm.get_clock()
-    clock.unix_timestamp = unix
-    chain.svm.set_clock(clock)
-
-
 def poa(chain: Chain) -> dict:
     return chain.decode("governance", "PoAConfig", chain.idls["governance"].pda("poa_config"))
 
@@ -83,7 +77,7 @@ def test_initialize_poa_errors(chain: Chain) -> None:
 
 def test_emergency_pause_and_unpause(gov: Chain) -> None:
     a = gov.authority
-    set_time(gov, NOW + 60)
+    gov.set_time(NOW + 60)
     out = gov.ok(admin_ix(gov, "emergency_pause"), a)
     state = poa(gov)
     assert state["emergency_paused"] and state["emergency_timestamp"] == NOW + 60
@@ -142,14 +136,14 @@ def test_corrupt_poa_config_does_not_decode(gov: Chain) -> None:
 
 def test_update_governance_config_and_maintenance(gov: Chain) -> None:
     a = gov.authority
-    set_time(gov, NOW + 5)
+    gov.set_time(NOW + 5)
     out = gov.ok(admin_ix(gov, "update_governance_config", {"erc_validation_enabled": False}), a)
     assert out.events["governance"] == [("GovernanceConfigUpdated", {
         "authority": a.pubkey(), "erc_validation_enabled": False, "old_enabled": True,
         "timestamp": NOW + 5})]
     state = poa(gov)
     assert not state["erc_validation_enabled"] and state["last_updated"] == NOW + 5
-    set_time(gov, NOW + 9)
+    gov.set_time(NOW + 9)
     out = gov.ok(admin_ix(gov, "set_maintenance_mode", {"maintenance_enabled": True}), a)
     assert out.events["governance"] == [("MaintenanceModeUpdated", {
         "authority": a.pubkey(), "maintenance_enabled": True, "timestamp": NOW + 9})]
@@ -228,7 +222,7 @@ def test_issue_erc_against_a_registry_meter(gov: Chain) -> None:
     a = gov.authority
     owner = Pubkey.new_unique()
     meter = registry_meter(gov, "MTR-7", owner, generation=5_000, consumption=800)
-    set_time(gov, NOW + 100)
+    gov.set_time(NOW + 100)
     out = gov.ok(issue_erc_ix(gov, "ERC-2025-0001", 3_000, meter, source="solar", validation="q2"), a)
     cert = erc_address(gov, "ERC-2025-0001")
     assert len(gov.data(cert)) == 460
@@ -315,7 +309,7 @@ def test_validate_erc_for_trading(gov: Chain) -> None:
     meter = registry_meter(gov, "MTR-V", Pubkey.new_unique(), generation=10_000)
     gov.ok(issue_erc_ix(gov, "V-1", 1_000, meter), a)
     cert = erc_address(gov, "V-1")
-    set_time(gov, NOW + 30)
+    gov.set_time(NOW + 30)
     out = gov.ok(validate_erc_ix(gov, cert), a)
     c = gov.decode("governance", "ErcCertificate", cert)
     assert c["validated_for_trading"] and c["trading_validated_at"] == NOW + 30
@@ -356,9 +350,9 @@ def test_validate_erc_errors(gov: Chain) -> None:
     gov.ok(admin_ix(gov, "emergency_pause"), a)
     gov.fails(6003, ix, a)
     gov.ok(admin_ix(gov, "emergency_unpause"), a)
-    set_time(gov, NOW + YEAR)
+    gov.set_time(NOW + YEAR)
     gov.fails(6012, ix, a)
-    set_time(gov, NOW + YEAR - 1)
+    gov.set_time(NOW + YEAR - 1)
     gov.ok(ix, a)
 
 

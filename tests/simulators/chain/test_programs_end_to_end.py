@@ -22,12 +22,6 @@ from .market_setup import (
 GRID_PER_WH = 10**6  # base units; 1 GRID = 1 kWh with 9 decimals
 
 
-def set_time(chain: Chain, unix: int) -> None:
-    clock = chain.svm.get_clock()
-    clock.unix_timestamp = unix
-    chain.svm.set_clock(clock)
-
-
 def mint_supply(chain: Chain, mint: Pubkey) -> int:
     return int.from_bytes(chain.data(mint)[36:44], "little")
 
@@ -81,26 +75,26 @@ def test_register_read_mint_certify_trade_settle(chain: Chain) -> None:
 
     # --- governance: an ERC on alice's registry meter, validated for trading
     c.ok(c.ix("governance", "initialize_poa", {}, {"authority": op.pubkey()}), op)
-    set_time(c, NOW + 60)
+    c.set_time(NOW + 60)
     c.ok(issue_erc_ix(c, "ERC-ALICE-2025-06", 4_000, pv, source="solar",
                       validation="PV-ALICE-01 2 intervals"), op)
     cert = erc_address(c, "ERC-ALICE-2025-06")
     c.fails(6020, issue_erc_ix(c, "ERC-ALICE-2025-07", 2_001, pv), op)  # 6,000 - 4,000 left
-    set_time(c, NOW + 120)
+    c.set_time(NOW + 120)
     c.ok(validate_erc_ix(c, cert), op)
 
     # --- trading: alice sells 3,000 Wh at 4.0 GRID/kWh with the ERC, bob bids 2,000 Wh at 4.6
     c.ok(c.ix("trading", "initialize_market", {}, {"authority": op.pubkey()}), op)
-    set_time(c, NOW + 180)
+    c.set_time(NOW + 180)
     sell_ix, sell = order_ix(c, "sell", alice.pubkey(), 3_000, 4_000_000_000, erc=cert)
     c.ok(sell_ix, alice)
     buy_ix, buy = order_ix(c, "buy", bob.pubkey(), 2_000, 4_600_000_000)
     c.ok(buy_ix, bob)
     assert (sell, buy) == (order_address(c, alice.pubkey(), 0), order_address(c, bob.pubkey(), 1))
-    set_time(c, NOW + 240)
+    c.set_time(NOW + 240)
     out = c.ok(match_ix(c, buy, sell, 2_000), op)
     trade = trade_address(c, buy, sell)
-    set_time(c, NOW + 300)
+    c.set_time(NOW + 300)
     settled = c.ok(settle_ix(c, trade, alice_ata, bob_ata, alice.pubkey()), alice)
     c.fails(6016, settle_ix(c, trade, alice_ata, bob_ata, alice.pubkey()), alice)
 

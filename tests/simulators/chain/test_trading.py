@@ -36,12 +36,6 @@ U64_MAX = 2**64 - 1
 DAY = 86_400
 
 
-def set_time(chain: Chain, unix: int) -> None:
-    clock = chain.svm.get_clock()
-    clock.unix_timestamp = unix
-    chain.svm.set_clock(clock)
-
-
 def market(chain: Chain) -> dict:
     return chain.decode("trading", "Market", chain.idls["trading"].pda("market"))
 
@@ -172,7 +166,7 @@ def test_sell_order_checks_a_given_erc(book: Chain) -> None:
     book.set_account(fake, b"\x00" * 100, gov.program_id)
     book.fails(3002, order_ix(book, "sell", seller.pubkey(), 100, 7, erc=fake)[0], seller)
     # expired one year after issuance
-    set_time(book, NOW + 31_536_000)
+    book.set_time(NOW + 31_536_000)
     book.fails(6009, order_ix(book, "sell", seller.pubkey(), 100, 7, erc=cert)[0], seller)
 
 
@@ -269,9 +263,9 @@ def test_match_orders_errors(book: Chain) -> None:
     book.fails(3008, with_meta(ix, 5, key=Pubkey.new_unique()), a)
     book.fails(102, with_data(ix, bytes(ix.data)[:12]), a)
     # expiry is enforced (24 h after creation)
-    set_time(book, NOW + DAY)
+    book.set_time(NOW + DAY)
     book.fails(6013, ix, a)
-    set_time(book, NOW + DAY - 1)
+    book.set_time(NOW + DAY - 1)
     book.ok(ix, a)
     # a cancelled sell order is inactive
     cancel = book.ix("trading", "cancel_order", {},
