@@ -20,7 +20,16 @@ from solders.pubkey import Pubkey
 
 from gridnode.chain.rpc import RpcPool
 from gridnode.chain.signers import Signers
-from gridnode.chain.txtypes import TX_TYPES, Ix, Pda, TxType, instructions_of
+from gridnode.chain.txtypes import (
+    MARKET,
+    METER_OF_PAYLOAD,
+    TX_TYPES,
+    USER_OF_SIGNER,
+    Ix,
+    Pda,
+    TxType,
+    instructions_of,
+)
 from gridnode.chain.validation import (
     InvalidInput,
     NotPermitted,
@@ -74,19 +83,24 @@ class InstructionBuilder:
     def program_id(self, program: str) -> Pubkey:
         return self.idls[program].program_id
 
-    def pda(self, pda: Pda, payload: dict[str, Any], signer: Pubkey, ctx: dict[str, Any]) -> Pubkey:
+    def pda(self, pda: Pda, payload: dict[str, Any] | None = None, signer: Pubkey | None = None,
+            ctx: dict[str, Any] | None = None) -> Pubkey:
+        """The address of `pda`, its seeds taken from the payload, the signer and chain reads."""
         seeds: list[bytes] = []
         for seed in pda.seeds:
             if isinstance(seed, bytes):
                 seeds.append(seed)
-            elif seed.startswith("u64le:"):
-                seeds.append(struct.pack("<Q", int(self._value(seed[6:], payload, signer, ctx))))
+                continue
+            val = self._value(seed.removeprefix("u64le:"), payload or {}, signer, ctx or {})
+            if val is None:
+                raise ValueError(f"no value for seed {seed!r} of {pda}")
+            if seed.startswith("u64le:"):
+                seeds.append(struct.pack("<Q", int(val)))
             else:
-                val = self._value(seed, payload, signer, ctx)
                 seeds.append(bytes(val) if isinstance(val, Pubkey) else str(val).encode())
         return Pubkey.find_program_address(seeds, self.program_id(pda.program))[0]
 
-    def _value(self, source: str, payload: dict[str, Any], signer: Pubkey,
+    def _value(self, source: str, payload: dict[str, Any], signer: Pubkey | None,
                ctx: dict[str, Any]) -> Any:
         if source == "signer":
             return signer
@@ -155,8 +169,7 @@ class InstructionBuilder:
                 todo.append(m)
         if not todo:
             return out
-        reg = self.program_id("registry")
-        addrs = [Pubkey.find_program_address([b"meter", m.encode()], reg)[0] for m in todo]
+        addrs = [self.pda(METER_OF_PAYLOAD, {"meter_id": m}) for m in todo]
         datas = await self.pool.account_data(addrs)
         for m, data in zip(todo, datas, strict=True):
             if data is None:
@@ -173,8 +186,7 @@ class InstructionBuilder:
         return out
 
     async def _user_active(self, user: Pubkey) -> None:
-        addr = Pubkey.find_program_address([b"user", bytes(user)], self.program_id("registry"))[0]
-        acc = await self._decode("registry", "UserAccount", addr)
+        acc = await self._decode("registry", "UserAccount", self.pda(USER_OF_SIGNER, signer=user))
         if acc is None:
             raise RuleNotMet("user_not_registered", f"user {user} is not registered on chain")
         status = enum_name(acc["status"])
@@ -196,8 +208,7 @@ class InstructionBuilder:
                         raise RuleNotMet("meter_not_active", reason)
                 ctx["meter_owner"] = self._meter_owner[meter]
             elif reader == "active_orders":
-                market = Pubkey.find_program_address([b"market"], self.program_id("trading"))[0]
-                acc = await self._decode("trading", "Market", market)
+                acc = await self._decode("trading", "Market", self.pda(MARKET))
                 if acc is None:
                     raise RuleNotMet("market_missing", "the trading market is not initialized")
                 ctx["active_orders"] = int(acc["active_orders"])

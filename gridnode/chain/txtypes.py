@@ -52,6 +52,9 @@ MARKET = Pda("trading", (b"market",))
 POA_CONFIG = Pda("governance", (b"poa_config",))
 TOKEN_INFO = Pda("energy_token", (b"token_info",))
 ENERGY_MINT = Pda("energy_token", (b"mint",))
+USER_OF_SIGNER = Pda("registry", (b"user", "signer"))
+METER_OF_PAYLOAD = Pda("registry", (b"meter", "payload.meter_id"))
+ERC_OF_PAYLOAD = Pda("governance", (b"erc_certificate", "payload.certificate_id"))
 
 _ORDER_ACCOUNTS: dict[str, str | Pda] = {
     "market": MARKET,
@@ -76,7 +79,7 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
                args={"energy_generated": "payload.energy_produced_wh",
                      "energy_consumed": "payload.energy_consumed_wh",
                      "reading_timestamp": "payload.interval_end"},
-               accounts={"meter_account": Pda("registry", (b"meter", "payload.meter_id")),
+               accounts={"meter_account": METER_OF_PAYLOAD,
                          "oracle_authority": "ctx.meter_owner"},
                when="registry_readings", cosigner="ctx.meter_owner"),
         ),
@@ -87,7 +90,7 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
         instructions=(
             Ix("registry", "register_user",
                args={"user_type": "payload.user_type", "location": "payload.location"},
-               accounts={"registry": REGISTRY, "user_account": Pda("registry", (b"user", "signer")),
+               accounts={"registry": REGISTRY, "user_account": USER_OF_SIGNER,
                          "user_authority": "signer", "system_program": "program.system"}),
         ),
     ),
@@ -97,8 +100,8 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
         instructions=(
             Ix("registry", "register_meter",
                args={"meter_id": "payload.meter_id", "meter_type": "payload.meter_type"},
-               accounts={"registry": REGISTRY, "user_account": Pda("registry", (b"user", "signer")),
-                         "meter_account": Pda("registry", (b"meter", "payload.meter_id")),
+               accounts={"registry": REGISTRY, "user_account": USER_OF_SIGNER,
+                         "meter_account": METER_OF_PAYLOAD,
                          "user_authority": "signer", "system_program": "program.system"}),
         ),
     ),
@@ -167,9 +170,8 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
                      "renewable_source": "payload.renewable_source",
                      "validation_data": "payload.validation_data"},
                accounts={"poa_config": POA_CONFIG,
-                         "erc_certificate": Pda("governance", (b"erc_certificate",
-                                                              "payload.certificate_id")),
-                         "meter_account": Pda("registry", (b"meter", "payload.meter_id")),
+                         "erc_certificate": ERC_OF_PAYLOAD,
+                         "meter_account": METER_OF_PAYLOAD,
                          "authority": "signer", "system_program": "program.system"}),
         ),
     ),
@@ -179,8 +181,7 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
         instructions=(
             Ix("governance", "validate_erc_for_trading", args={},
                accounts={"poa_config": POA_CONFIG,
-                         "erc_certificate": Pda("governance", (b"erc_certificate",
-                                                              "payload.certificate_id")),
+                         "erc_certificate": ERC_OF_PAYLOAD,
                          "authority": "signer"}),
         ),
     ),
