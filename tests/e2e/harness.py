@@ -84,12 +84,19 @@ async def add_readings(store: Store, meters: list[str], intervals: list[int],
     return n
 
 
+async def register_users(store: Store, users: list[str], user_type: str = "prosumer") -> None:
+    """Outbox operations that register each user on chain (each signed by that user)."""
+    async with store.write() as tx:
+        for user in users:
+            await tx.add_operation("user_registration", {
+                "user": user, "user_type": user_type, "location": "test site"},
+                f"user_registration:{user}")
+
+
 async def register(store: Store, owner: Keypair, meters: list[str]) -> None:
     """Outbox operations that register the owner and its meters on chain (signed by the owner)."""
+    await register_users(store, [str(owner.pubkey())])
     async with store.write() as tx:
-        await tx.add_operation("user_registration", {
-            "user": str(owner.pubkey()), "user_type": "prosumer", "location": "test site"},
-            f"user_registration:{owner.pubkey()}")
         for meter in meters:
             await tx.add_operation("meter_registration", {
                 "owner": str(owner.pubkey()), "meter_id": meter, "meter_type": "solar"},

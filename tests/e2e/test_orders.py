@@ -24,6 +24,7 @@ from tests.e2e.harness import (
     bootstrap_signers,
     chain_config,
     outbox_config,
+    register_users,
     running,
     wait_for,
 )
@@ -50,11 +51,7 @@ async def test_concurrent_orders_both_land(tmp_path: Path) -> None:
                             outbox_config(), signers)
         before = await active_orders(net.rpc_url)
         async with running(pipeline):
-            async with store.write() as tx:
-                for user in (alice, bob):
-                    await tx.add_operation("user_registration", {
-                        "user": user, "user_type": "prosumer", "location": "x"},
-                        f"user_registration:{user}")
+            await register_users(store, [alice, bob])
             await wait_for(lambda: all_finalized(store), 60, "users registered")
             # Both orders are picked up in one round, built from the same market reading.
             async with store.write() as tx:

@@ -22,6 +22,7 @@ from tests.e2e.harness import (
     oracle_total_readings,
     outbox_config,
     recent_intervals,
+    register_users,
     running,
     status_counts,
     wait_for,
@@ -51,11 +52,7 @@ async def test_landed_program_error_fails_with_the_anchor_error_name(tmp_path: P
         ticker = asyncio.create_task(clock())
         try:
             async with running(pipeline):
-                async with store.write() as tx:
-                    for user in (alice, bob):
-                        await tx.add_operation("user_registration", {
-                            "user": user, "user_type": "consumer", "location": "x"},
-                            f"user:{user}")
+                await register_users(store, [alice, bob], "consumer")
                 clock_on.set()
                 await wait_for(lambda: all_finalized(store), 60, "users registered")
                 clock_on.clear()
