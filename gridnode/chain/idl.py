@@ -1,10 +1,16 @@
 """The GridTokenX program interfaces, loaded from the Anchor 0.30+ IDL files in ``idl/``.
 
+The IDLs ship inside the package (``gridnode/data/idl``, a link to the top-level ``idl/`` in the
+repository); a directory of IDL files adds programs or replaces shipped ones by program name, and
+configured program IDs replace the IDLs' ``address`` (see ``load_idls``). This is the one place
+where IDLs are loaded, so a relocated program is relocated everywhere: instruction program IDs,
+PDAs, pinned addresses and event attribution all follow ``ProgramIdl.program_id``.
+
 The IDL files stay in the current Anchor format (explicit discriminators, PDA seeds). anchorpy 0.21
 only reads the legacy format, so this module — and only this module — converts each IDL to the
 legacy form and uses anchorpy's coders behind a small API:
 
-    idls = load_idls(idl_dir)
+    idls = load_idls(idl_dir, program_ids={"oracle": "..."}, require=PROGRAMS)
     p = idls["oracle"]
     ix = p.instruction("submit_meter_reading", args={...}, accounts={"authority": pk})
     p.pda("oracle_data"); p.find_pda([b"oracle_data"])
@@ -20,20 +26,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from anchorpy.coder.coder import Coder
-from anchorpy.coder.idl import _type_layout
-from anchorpy_core.idl import Idl
 from construct import ConstructError, Container
 from pyheck import snake
 from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
+
+from gridnode.chain._anchorpy import Coder, Idl, IdlField, type_layout
+from gridnode.config import ConfigError, ConfigIssue
+from gridnode.config.chain import ChainConfig, ProgramIds
 
 # Anchor framework error numbers (anchor-lang ErrorCode), for messages and outcome records.
 FRAMEWORK_ERRORS: dict[int, str] = {
@@ -203,9 +212,8 @@ class ProgramIdl:
     def _layout(self, idl_type: Any):
         key = json.dumps(idl_type, sort_keys=True)
         if key not in self._layouts:
-            from anchorpy_core.idl import IdlField
             f = IdlField.from_json(json.dumps({"name": "v", "type": _legacy_type(idl_type)}))
-            self._layouts[key] = _type_layout(f.ty, self._idl.accounts + self._idl.types)
+            self._layouts[key] = type_layout(f.ty, self._idl.accounts + self._idl.types)
         return self._layouts[key]
 
     def _to_anchorpy(self, value: Any, idl_type: Any) -> Any:
@@ -474,10 +482,134 @@ class ProgramIdl:
         return self._errors.get(code) or FRAMEWORK_ERRORS.get(code)
 
 
-def load_idls(idl_dir: str | Path) -> dict[str, ProgramIdl]:
-    """Every ``*.json`` IDL in ``idl_dir``, by program name."""
-    out = {}
-    for path in sorted(Path(idl_dir).glob("*.json")):
-        p = ProgramIdl(json.loads(path.read_text()))
-        out[p.name] = p
+class IdlSetError(IdlError):
+    """The IDLs cannot make a complete, consistent set (a directory that does not exist, a file
+    that is not an IDL, a program missing); the message says which and why."""
+
+
+PROGRAMS: tuple[str, ...] = tuple(ProgramIds.model_fields)
+"""The GridTokenX programs gridnode needs an IDL for: the keys of ``chain.program_ids``."""
+
+
+def _read_idl(text: str, source: str) -> dict:
+    try:
+        raw = json.loads(text)
+        Pubkey.from_string(raw["address"])
+        if not isinstance(raw["metadata"]["name"], str) or not isinstance(raw["instructions"], list):
+            raise TypeError("metadata.name or instructions has the wrong type")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IdlSetError(f"{source}: not an Anchor 0.30+ IDL ({type(exc).__name__}: {exc})") from None
+    return raw
+
+
+def shipped_idls() -> dict[str, dict]:
+    """The IDLs installed with gridnode, by program name (empty when the install lacks them)."""
+    root = resources.files("gridnode").joinpath("data", "idl")
+    if not root.is_dir():
+        return {}
+    raws = [_read_idl(f.read_text(encoding="utf-8"), f"gridnode/data/idl/{f.name}")
+            for f in sorted(root.iterdir(), key=lambda f: f.name) if f.name.endswith(".json")]
+    return {raw["metadata"]["name"]: raw for raw in raws}
+
+
+def _idls_in(directory: Path) -> dict[str, dict]:
+    if not directory.is_dir():
+        raise IdlSetError(f"{directory}: no such directory")
+    out: dict[str, dict] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IdlSetError(f"{path}: unreadable ({exc})") from None
+        raw = _read_idl(text, str(path))
+        name = raw["metadata"]["name"]
+        if name in out:
+            raise IdlSetError(f"{path}: a second IDL of program {name!r}")
+        out[name] = raw
     return out
+
+
+def _const_pdas(raw: dict, program_id: Pubkey) -> dict[tuple[bytes, ...], Pubkey]:
+    """The program's PDAs whose seeds are all constants, under ``program_id``, by their seeds."""
+    out: dict[tuple[bytes, ...], Pubkey] = {}
+    for ix in raw["instructions"]:
+        for a in _flatten_accounts(ix["accounts"]):
+            pda = a.get("pda")
+            if pda and "program" not in pda and all(s["kind"] == "const" for s in pda["seeds"]):
+                seeds = tuple(bytes(s["value"]) for s in pda["seeds"])
+                out[seeds] = Pubkey.find_program_address(list(seeds), program_id)[0]
+    return out
+
+
+def address_moves(raws: Mapping[str, dict], program_ids: Mapping[str, str | Pubkey]
+                  ) -> dict[Pubkey, Pubkey]:
+    """Old address -> new address when programs move to ``program_ids``: each moved program's ID
+    and its constant-seed PDAs (trading's ``settle_trade.mint`` is energy_token's ``["mint"]``)."""
+    unknown = sorted(set(program_ids) - set(raws))
+    if unknown:
+        raise IdlSetError(f"program IDs given for programs without an IDL: {unknown}")
+    moves: dict[Pubkey, Pubkey] = {}
+    for name, given in program_ids.items():
+        old, new = Pubkey.from_string(raws[name]["address"]), Pubkey.from_string(str(given))
+        if old != new:
+            moves[old] = new
+            new_pdas = _const_pdas(raws[name], new)
+            moves.update({pda: new_pdas[seeds] for seeds, pda in _const_pdas(raws[name], old).items()})
+    return moves
+
+
+def relocate(raws: Mapping[str, dict], program_ids: Mapping[str, str | Pubkey]) -> dict[str, dict]:
+    """Copies of the IDLs with programs moved to other IDs: every ``address`` (the program's own,
+    pinned accounts) and every PDA derived under another program (``pda.program``) follows
+    ``address_moves``."""
+    moves = address_moves(raws, program_ids)
+
+    def follow(address: str) -> str:
+        return str(moves.get(Pubkey.from_string(address), address))
+
+    out = {name: copy.deepcopy(raw) for name, raw in raws.items()}
+    for raw in out.values() if moves else ():
+        raw["address"] = follow(raw["address"])
+        for ix in raw["instructions"]:
+            for a in _flatten_accounts(ix["accounts"]):
+                if "address" in a:
+                    a["address"] = follow(a["address"])
+                program = a.get("pda", {}).get("program")
+                if program and program["kind"] == "const" and len(program["value"]) == 32:
+                    key = Pubkey.from_bytes(bytes(program["value"]))
+                    program["value"] = list(bytes(moves.get(key, key)))
+    return out
+
+
+def load_idls(idl_dir: str | Path | None = None,
+              program_ids: Mapping[str, str | Pubkey] | None = None,
+              require: Iterable[str] = ()) -> dict[str, ProgramIdl]:
+    """The program interfaces by program name: the IDLs shipped with gridnode, then every
+    ``*.json`` in ``idl_dir`` (adding programs, or replacing a shipped IDL of the same program),
+    moved to ``program_ids`` where given (``relocate``).
+
+    Raises IdlSetError when ``idl_dir`` is not a directory, a file in it is not an IDL, or a
+    program named in ``require`` has no IDL."""
+    raws = shipped_idls()
+    if idl_dir is not None:
+        raws.update(_idls_in(Path(idl_dir)))
+    missing = [name for name in require if name not in raws]
+    if missing:
+        raise IdlSetError(f"no IDL for {', '.join(missing)}")
+    return {name: ProgramIdl(raw) for name, raw in relocate(raws, program_ids or {}).items()}
+
+
+def idls_for_chain(chain: ChainConfig, source: str = "<config>") -> dict[str, ProgramIdl]:
+    """The IDLs a ``[chain]`` section asks for: every program of ``PROGRAMS``, from the shipped
+    IDLs and ``chain.idl_dir``, at the IDs set in ``chain.program_ids`` (an ID left out there is
+    the IDL's ``address``). Raises ConfigError naming ``chain.idl_dir`` when the set is not
+    complete, so ``check-config`` and the start of the daemon report it."""
+    ids = {name: getattr(chain.program_ids, name) for name in chain.program_ids.model_fields_set}
+    try:
+        return load_idls(chain.idl_dir, ids, require=PROGRAMS)
+    except IdlSetError as exc:
+        value = repr(str(chain.idl_dir)) if chain.idl_dir is not None else "<not set>"
+        raise ConfigError([ConfigIssue(
+            source, "chain.idl_dir", value,
+            f"a directory of Anchor 0.30+ IDL files, or nothing to use the IDLs installed with "
+            f"gridnode; together they must cover {', '.join(PROGRAMS)} ({exc})")]) from None

@@ -53,7 +53,8 @@ class ChainConfig(Section):
     commitment: Literal["processed", "confirmed", "finalized"] = "confirmed"
     program_ids: ProgramIds = Field(default_factory=ProgramIds)
     fees: FeeCaps = Field(default_factory=FeeCaps)
-    idl_dir: Path = Path("idl")
+    # IDL files that add to or replace (by program name) the IDLs installed with gridnode.
+    idl_dir: Path | None = None
     request_timeout_s: float = Field(default=10.0, gt=0, le=120)
     priority_fee: PriorityFeeConfig = Field(default_factory=PriorityFeeConfig)
     rpc: RpcPolicyConfig = Field(default_factory=RpcPolicyConfig)

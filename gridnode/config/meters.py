@@ -135,7 +135,8 @@ class MqttConfig(Section):
 
 
 class MetersConfig(Section):
-    profiles_dir: Path = Path("config/meters")
+    # Profile files that add to or replace (by name) the profiles installed with gridnode.
+    profiles_dir: Path | None = None
     # Custom register maps, same shape as a config/meters/<name>.toml file.
     profiles: list[Profile] = Field(default_factory=list)
     # Validation: plausibility margin on rated power x elapsed time; how far in the future or

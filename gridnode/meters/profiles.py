@@ -1,5 +1,9 @@
 """Meter register maps as data: config/meters/*.toml, or a custom profile in the configuration.
 
+The profile files ship inside the package (``gridnode/data/meters``, a link to the top-level
+``config/meters/`` in the repository); ``meters.profiles_dir`` adds profiles or replaces shipped
+ones by name, and ``[[meters.profiles]]`` entries come on top of both.
+
 A profile says, for each value gridnode needs, which function code and register address hold it,
 its data type and word order, the factor that turns the raw number into the role's unit (Wh, W, V,
 A, Hz) and, for SunSpec, the address of the scale-factor register. `plan_blocks` turns a profile
@@ -13,6 +17,8 @@ import math
 import struct
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +43,6 @@ SENTINELS: dict[str, frozenset[int]] = {
     "uint64": frozenset({0xFFFFFFFFFFFFFFFF}),
 }
 MAX_BLOCK = 125  # registers in one read (Modbus limit for FC3/FC4)
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "config" / "meters"
 
 
 class RegisterSpec(BaseModel):
@@ -137,23 +142,46 @@ def parse_profile(data: dict, source: str) -> Profile:
         raise ProfileError(f"{source}: {problems}") from None
 
 
-def load_profile_file(path: Path) -> Profile:
+def load_profile_file(path: Path | Traversable, source: str | None = None) -> Profile:
+    """One profile file; ``source`` names it in errors (default: its path)."""
+    source = source or str(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ProfileError(f"{path}: {e}") from None
-    return parse_profile(data, str(path))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ProfileError(f"{source}: {e}") from None
+    return parse_profile(data, source)
 
 
-def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
-    """Every profile in `directory`, by name."""
+def _profiles_in(files: list[tuple[Path | Traversable, str]]) -> dict[str, Profile]:
     out: dict[str, Profile] = {}
-    for path in sorted(directory.glob("*.toml")):
-        p = load_profile_file(path)
+    for path, source in files:
+        p = load_profile_file(path, source)
         if p.name in out:
-            raise ProfileError(f"{path}: profile name {p.name!r} is used twice")
+            raise ProfileError(f"{source}: profile name {p.name!r} is used twice")
         out[p.name] = p
     return out
+
+
+def shipped_profiles() -> dict[str, Profile]:
+    """The profiles installed with gridnode, by name (empty when the install lacks them)."""
+    root = resources.files("gridnode").joinpath("data", "meters")
+    if not root.is_dir():
+        return {}
+    return _profiles_in([(f, f"gridnode/data/meters/{f.name}")
+                         for f in sorted(root.iterdir(), key=lambda f: f.name)
+                         if f.name.endswith(".toml")])
+
+
+def load_profiles(directory: Path | None = None) -> dict[str, Profile]:
+    """The shipped profiles, then every ``*.toml`` in ``directory`` (adding profiles, or
+    replacing a shipped one of the same name), by name; ProfileError names the file and the
+    problem, or the directory when it does not exist."""
+    profiles = shipped_profiles()
+    if directory is not None:
+        if not directory.is_dir():
+            raise ProfileError(f"{directory}: no such directory")
+        profiles.update(_profiles_in([(f, str(f)) for f in sorted(directory.glob("*.toml"))]))
+    return profiles
 
 
 def plan_blocks(profile: Profile, base: int = 0) -> list[Block]:
@@ -170,16 +198,13 @@ def plan_blocks(profile: Profile, base: int = 0) -> list[Block]:
     blocks: list[Block] = []
     for (fc, optional) in sorted(spans):
         gap = -1 if optional else profile.max_gap   # optional registers: one block each
-        cur_start = cur_end = None
-        for start, end in sorted(spans[(fc, optional)]):
-            if cur_start is None:
-                cur_start, cur_end = start, end
-            elif start - cur_end <= gap and max(end, cur_end) - cur_start <= MAX_BLOCK:
+        (cur_start, cur_end), *rest = sorted(spans[(fc, optional)])
+        for start, end in rest:
+            if start - cur_end <= gap and max(end, cur_end) - cur_start <= MAX_BLOCK:
                 cur_end = max(cur_end, end)
             else:
                 blocks.append(Block(fc, cur_start, cur_end - cur_start, optional))
                 cur_start, cur_end = start, end
-        assert cur_start is not None and cur_end is not None
         blocks.append(Block(fc, cur_start, cur_end - cur_start, optional))
     return blocks
 

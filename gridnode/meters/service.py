@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +16,7 @@ from gridnode.meters.health import MeterHealth
 from gridnode.meters.modbus_link import LinkSettings, ModbusLink
 from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
 from gridnode.meters.payloads import FORMATS, PayloadFormat, generic_format
-from gridnode.meters.profiles import PROFILE_DIR, Profile, ProfileError, load_profiles
+from gridnode.meters.profiles import Profile, ProfileError, load_profiles
 from gridnode.meters.recorder import MeterEntry, Recorder
 from gridnode.meters.signatures import parse_public_key
 from gridnode.meters.validation import Limits
@@ -39,13 +38,15 @@ def _generic(fields: GenericFields, topic: str) -> PayloadFormat:
 
 
 def _profiles(cfg: GridnodeConfig, file: str) -> dict[str, Profile]:
-    d = Path(cfg.meters.profiles_dir)
-    if not d.is_dir() and not d.is_absolute():
-        d = PROFILE_DIR   # the profiles shipped with gridnode
+    d = cfg.meters.profiles_dir
     try:
         profiles = load_profiles(d)
     except ProfileError as e:
-        raise ConfigError([ConfigIssue(file, "meters.profiles_dir", repr(str(d)), str(e))]) from e
+        value = repr(str(d)) if d is not None else "<not set>"
+        raise ConfigError([ConfigIssue(
+            file, "meters.profiles_dir", value,
+            f"a directory of meter profile files, or nothing to use the profiles installed with "
+            f"gridnode ({e})")]) from e
     for p in cfg.meters.profiles:
         profiles[p.name] = p
     return profiles

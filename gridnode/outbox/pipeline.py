@@ -42,14 +42,14 @@ class Pipeline:
     name = "pipeline"
 
     def __init__(self, store: Store, chain: ChainConfig, outbox: OutboxConfig, signers: Signers,
-                 idls: dict[str, Any] | None = None) -> None:
-        from gridnode.chain.idl import load_idls
+                 idls: dict[str, Any] | None = None, source: str = "<config>") -> None:
+        from gridnode.chain.idl import idls_for_chain
 
         self.store = store
         self.chain = chain
         self.outbox = outbox
         self.signers = signers
-        self.idls = idls if idls is not None else load_idls(chain.idl_dir)
+        self.idls = idls if idls is not None else idls_for_chain(chain, source)
         rec = outbox.recovery
         self.pool = RpcPool([str(u) for u in chain.rpc_urls], commitment=chain.commitment,
                             timeout_s=chain.request_timeout_s, switches=rec.rpc_error.max,
@@ -79,7 +79,8 @@ class Pipeline:
     @classmethod
     def from_config(cls, config: Any, store: Store, gateway: Keypair) -> Pipeline:
         chain: ChainConfig = config.chain
-        return cls(store, chain, config.outbox, signers_from_config(chain, gateway))
+        return cls(store, chain, config.outbox, signers_from_config(chain, gateway),
+                   source=config.source)
 
     def progress(self) -> float:
         return max(self._started, self.monitor.last_progress, self.submitter.last_progress)

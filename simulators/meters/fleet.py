@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from gridnode.config import GridnodeConfig
 from gridnode.config.meters import SerialBus
 from gridnode.meters.clock import Clock, SystemClock
-from gridnode.meters.profiles import PROFILE_DIR, Profile, load_profiles
+from gridnode.meters.profiles import Profile, load_profiles
 from simulators.meters.modbus_server import ModbusRtuMeterServer, ModbusTcpMeterServer
 from simulators.meters.model import SimMeter
 from simulators.meters.mqtt_publisher import MqttMeterPublisher, PublishedMeter
@@ -37,7 +37,7 @@ class MeterFleet:
     def from_config(cls, cfg: GridnodeConfig, clock: Clock | None = None,
                     publish_every_s: float = 10.0, pv_peak_w: float | None = None) -> MeterFleet:
         clock = clock or SystemClock()
-        profiles: dict[str, Profile] = load_profiles(PROFILE_DIR)
+        profiles: dict[str, Profile] = load_profiles()
         profiles.update({p.name: p for p in cfg.meters.profiles})
         meters: dict[str, SimMeter] = {}
         servers: list = []

@@ -1,4 +1,5 @@
-"""gridnode.chain.idl against the IDL files: discriminators, conversion, coding, PDAs, events."""
+"""gridnode.chain.idl against the IDL files: discriminators, conversion, coding, PDAs, events,
+and where the IDLs come from (the package, a directory, configured program IDs)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,20 @@ import json
 from pathlib import Path
 
 import pytest
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from gridnode.chain.idl import IdlError, load_idls, to_legacy
+from gridnode.chain.idl import (
+    PROGRAMS,
+    IdlError,
+    IdlSetError,
+    idls_for_chain,
+    load_idls,
+    shipped_idls,
+    to_legacy,
+)
+from gridnode.config import ConfigError
+from gridnode.config.chain import ChainConfig, ProgramIds
 
 IDL_DIR = Path(__file__).resolve().parents[2] / "idl"
 IDL_FILES = sorted(IDL_DIR.glob("*.json"))
@@ -222,3 +234,107 @@ def test_seed_from_another_accounts_field(idls) -> None:
     with pytest.raises(IdlError, match="does not exist"):
         trading.instruction("create_buy_order", args, {"market": market, "authority": authority},
                             fetch=lambda _key: None)
+
+
+# ---------------------------------------------------------------- where the IDLs come from
+def _moved(*names: str) -> dict[str, Pubkey]:
+    return {name: Keypair.from_seed(bytes([i + 1]) * 32).pubkey() for i, name in enumerate(names)}
+
+
+def test_shipped_idls_load_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    raws = shipped_idls()
+    assert sorted(raws) == sorted(PROGRAMS)
+    for path in IDL_FILES:   # the package data is the top-level idl/ directory, not a copy
+        assert raws[path.stem] == json.loads(path.read_text())
+    # The defaults of chain.program_ids are the addresses the shipped IDLs declare.
+    assert ProgramIds().model_dump() == {name: raw["address"] for name, raw in raws.items()}
+    assert {n: str(p.program_id) for n, p in load_idls().items()} == ProgramIds().model_dump()
+
+
+def test_an_idl_dir_adds_and_replaces_by_program_name(tmp_path: Path) -> None:
+    oracle = json.loads((IDL_DIR / "oracle.json").read_text())
+    other = str(Pubkey.new_unique())
+    (tmp_path / "mine.json").write_text(json.dumps(oracle | {"address": other}))
+    extra = oracle | {"address": str(Pubkey.new_unique()), "metadata": oracle["metadata"] | {
+        "name": "meter_vault"}}
+    (tmp_path / "vault.json").write_text(json.dumps(extra))
+    idls = load_idls(tmp_path)
+    assert str(idls["oracle"].program_id) == other
+    assert str(idls["meter_vault"].program_id) == extra["address"]
+    assert str(idls["registry"].program_id) == ProgramIds().registry
+
+
+def test_an_incomplete_or_missing_idl_set_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(IdlSetError, match="no such directory"):
+        load_idls(tmp_path / "absent")
+    with pytest.raises(IdlSetError, match="no IDL for meter_vault"):
+        load_idls(require=(*PROGRAMS, "meter_vault"))
+    (tmp_path / "broken.json").write_text('{"address": "not base58", "metadata": {}}')
+    with pytest.raises(IdlSetError, match=r"broken.json: not an Anchor 0.30\+ IDL"):
+        load_idls(tmp_path)
+
+
+def test_a_bad_idl_dir_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    chain = ChainConfig(rpc_urls=["http://127.0.0.1:8899"], idl_dir=tmp_path / "absent")
+    with pytest.raises(ConfigError) as exc:
+        idls_for_chain(chain, "site.toml")
+    (issue,) = exc.value.errors
+    assert (issue.file, issue.path, issue.value) == ("site.toml", "chain.idl_dir",
+                                                     repr(str(tmp_path / "absent")))
+    assert "registry, oracle, governance, energy_token, trading" in issue.allowed
+
+
+def test_configured_program_ids_move_programs_everywhere() -> None:
+    """energy_token and registry moved: their instructions, PDAs, events and the addresses other
+    programs pin to them (trading's settle_trade mint is energy_token's ["mint"] PDA) follow."""
+    moved = _moved("energy_token", "registry")
+    idls = load_idls(program_ids=moved)
+    token, registry, trading = idls["energy_token"], idls["registry"], idls["trading"]
+    assert (token.program_id, registry.program_id) == (moved["energy_token"], moved["registry"])
+    assert str(trading.program_id) == ProgramIds().trading and str(
+        idls["oracle"].program_id) == ProgramIds().oracle
+    mint = Pubkey.find_program_address([b"mint"], moved["energy_token"])[0]
+    assert token.pda("mint") == mint
+    settle = next(ix for ix in trading.raw["instructions"] if ix["name"] == "settle_trade")
+    assert next(a for a in settle["accounts"] if a["name"] == "mint")["address"] == str(mint)
+    owner = Pubkey.new_unique()
+    assert registry.pda("registry") == Pubkey.find_program_address([b"registry"],
+                                                                   moved["registry"])[0]
+    ix = registry.instruction("register_user", {"user_type": "Prosumer", "location": "x"},
+                              {"registry": registry.pda("registry"), "user_authority": owner})
+    assert ix.program_id == moved["registry"]
+    assert ix.accounts[1].pubkey == Pubkey.find_program_address([b"user", bytes(owner)],
+                                                                moved["registry"])[0]
+    # The ATA program the mint_to_wallet destination is derived under does not move.
+    ata = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+    tp = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+    ix = token.instruction("mint_to_wallet", {"amount": 1},
+                           {"mint": mint, "destination_owner": owner, "authority": owner,
+                            "payer": owner, "token_program": tp})
+    assert ix.accounts[1].pubkey == Pubkey.find_program_address(
+        [bytes(owner), bytes(tp), bytes(mint)], ata)[0]
+    # Events are taken from the moved program's invocations only.
+    minted = (bytes(next(e["discriminator"] for e in token.raw["events"]
+                         if e["name"] == "GridTokensMinted"))
+              + bytes(owner) + (5).to_bytes(8, "little") + (77).to_bytes(8, "little"))
+    for pid, expected in ((ProgramIds().energy_token, []),
+                          (moved["energy_token"], [("GridTokensMinted", {
+                              "meter_owner": owner, "amount": 5, "timestamp": 77})])):
+        logs = [f"Program {pid} invoke [1]", _data_line(minted), f"Program {pid} success"]
+        assert token.decode_events(logs) == expected
+    # The loaded files are not changed for the next caller.
+    assert str(load_idls()["energy_token"].program_id) == ProgramIds().energy_token
+
+
+def test_only_program_ids_set_in_the_configuration_override_the_idls(tmp_path: Path) -> None:
+    oracle = json.loads((IDL_DIR / "oracle.json").read_text())
+    own = Pubkey.new_unique()
+    (tmp_path / "oracle.json").write_text(json.dumps(oracle | {"address": str(own)}))
+    base = {"rpc_urls": ["http://127.0.0.1:8899"], "idl_dir": tmp_path}
+    assert idls_for_chain(ChainConfig(**base))["oracle"].program_id == own
+    moved = _moved("oracle")["oracle"]
+    chain = ChainConfig(**base, program_ids=ProgramIds(oracle=str(moved)))
+    idls = idls_for_chain(chain)
+    assert idls["oracle"].program_id == moved
+    assert str(idls["registry"].program_id) == ProgramIds().registry

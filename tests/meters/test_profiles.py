@@ -1,7 +1,11 @@
 import math
+import tomllib
+from pathlib import Path
 
 import pytest
 
+from gridnode.config import parse_config
+from gridnode.daemon import check_config
 from gridnode.meters.profiles import (
     ProfileError,
     decode,
@@ -10,10 +14,12 @@ from gridnode.meters.profiles import (
     parse_profile,
     plan_blocks,
     registers_to_raw,
+    shipped_profiles,
 )
 from simulators.meters.modbus_server import encode
 
 PROFILES = load_profiles()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_profiles_cover_the_required_meters() -> None:
@@ -63,3 +69,34 @@ def test_bad_profile_names_the_file_and_key(tmp_path) -> None:
     assert str(f) in str(e.value) and "colour" in str(e.value)
     with pytest.raises(ProfileError, match="import_wh"):
         parse_profile({"name": "x", "registers": [{"role": "power_w", "address": 0}]}, "cfg")
+
+
+def test_shipped_profiles_load_from_any_working_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shipped = shipped_profiles()
+    assert shipped == PROFILES == load_profiles()
+    names = {tomllib.loads(p.read_text())["name"] for p in (REPO / "config" / "meters").glob("*.toml")}
+    assert set(shipped) == names
+
+
+def test_a_profiles_dir_adds_and_replaces_by_name(tmp_path) -> None:
+    sdm = (REPO / "config" / "meters" / "sdm630.toml").read_text()
+    (tmp_path / "mine.toml").write_text(sdm.replace('name = "sdm630"', 'name = "sdm630-site"'))
+    (tmp_path / "sdm120.toml").write_text(
+        'name = "sdm120"\ndescription = "site variant"\nregisters = [{ role = "import_wh", address = 2 }]\n')
+    profiles = load_profiles(tmp_path)
+    assert profiles["sdm630-site"].registers == PROFILES["sdm630"].registers
+    assert profiles["sdm120"].description == "site variant"
+    assert profiles["em24"] == PROFILES["em24"]
+
+
+async def test_a_missing_profiles_dir_is_reported_by_check_config(tmp_path) -> None:
+    with pytest.raises(ProfileError, match="no such directory"):
+        load_profiles(tmp_path / "absent")
+    cfg = parse_config(f'[meters]\nprofiles_dir = "{tmp_path / "absent"}"\n'
+                       '[[meters.buses]]\nkind = "tcp"\nhost = "127.0.0.1"\n'
+                       '[[meters.buses.meters]]\nmeter_id = "m1"\nunit_id = 1\n'
+                       'profile = "sdm630"\nrated_power_w = 1000\n', "site.toml")
+    (issue,) = await check_config(cfg)
+    assert (issue.file, issue.path) == ("site.toml", "meters.profiles_dir")
+    assert "no such directory" in issue.allowed
