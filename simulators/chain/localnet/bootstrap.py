@@ -100,7 +100,7 @@ def singleton(name: str, deployed: dict[str, Pubkey]) -> Pubkey | None:
 def initialize_instructions(deployed: dict[str, Pubkey], ids: Identities,
                             exists: Any) -> list[tuple[str, Instruction]]:
     """The initialize instructions still to run: deployed programs whose singleton is absent."""
-    idls = load_idls(IDL_DIR)
+    idls = load_idls(IDL_DIR, program_ids=deployed)
     args = {"oracle": {"api_gateway": ids.gateway.pubkey()}}
     out = []
     for program, ix_name, account in INITIALIZERS:
@@ -119,7 +119,7 @@ def describe(rpc_url: str, ws_url: str, deployed: dict[str, Pubkey], ids: Identi
     return {
         "rpc_url": rpc_url,
         "ws_url": ws_url,
-        "program_ids": {n: str(p) for n, p in program_ids().items()},
+        "program_ids": {n: str(p) for n, p in {**program_ids(), **deployed}.items()},
         "deployed": sorted(deployed),
         "initialized": initialized,
         "keypairs": ids.paths,

@@ -13,12 +13,14 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from solders.hash import Hash
 from solders.message import Message
+from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from simulators.chain.localnet import bootstrap as boot
@@ -43,7 +45,8 @@ class Localnet:
                  = None, lag_port: int | None = None, block_cu_limit: int = DEFAULT_BLOCK_CU,
                  min_priority_fee: int = 0, snapshot_interval_s: float = 10.0,
                  health_slot_distance: int = HEALTH_SLOT_DISTANCE,
-                 programs_dir: Path = PROGRAMS_DIR) -> None:
+                 programs_dir: Path = PROGRAMS_DIR,
+                 program_ids: Mapping[str, str | Pubkey] | None = None) -> None:
         self.host, self.port, self.lag_port = host, port, lag_port
         self.slot_ms, self.manual = slot_ms, manual
         self.state_dir = Path(state_dir) if state_dir is not None else None
@@ -56,6 +59,7 @@ class Localnet:
         self.snapshot_interval_s = snapshot_interval_s
         self.health_slot_distance = health_slot_distance
         self.programs_dir = programs_dir
+        self.program_ids = dict(program_ids or {})   # programs deployed at other IDs
         self.bootstrap: dict[str, Any] = {}
         self.ledger: Ledger | None = None
         self.hubs: list[PubSub] = []
@@ -102,8 +106,8 @@ class Localnet:
         await self.stop()
 
     async def start(self) -> None:
-        svm = new_svm(self.programs_dir)
-        deployed = loaded_programs(self.programs_dir)
+        svm = new_svm(self.programs_dir, moved_to=self.program_ids)
+        deployed = loaded_programs(self.programs_dir, moved_to=self.program_ids)
         retention = FINALIZED_DEPTH + MAX_LAG_SLOTS + 8
         ledger = Ledger(svm, self.fee_market, retention_slots=retention)
         self.ledger = ledger
