@@ -1,4 +1,5 @@
-"""What every configuration section shares: unknown keys are errors, values are immutable."""
+"""What every configuration section shares: unknown keys are errors, values are immutable, and
+numbers are finite (TOML's ``inf`` and ``nan`` would switch a bound or a check off)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from solders.pubkey import Pubkey as _SolPubkey
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _pubkey(value: str) -> str:

@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from gridnode.config.base import Section
 
 
 class RecoveryRule(Section):
-    """What to do when a step fails in one way, and how many times before an operator decides."""
+    """How many times one kind of failure is retried before an operator decides.
 
-    action: Literal["backoff", "new_blockhash", "raise_compute_limit", "revalidate",
-                    "next_endpoint", "new_transaction"]
+    What a retry does is fixed by the kind of failure (a timeout backs off, an expired blockhash
+    means a new one, ...): there is nothing sensible to choose, so only the budget is configured.
+    """
+
     max: int = Field(ge=0)
 
 
 class RecoveryTable(Section):
-    """The recovery table. network_timeout and rpc_error apply to each RPC request (retry with
-    backoff; move on to the next endpoint); the others count per operation, and an operation that
-    exhausts one is parked for `gridnode outbox retry`."""
+    """The recovery table, one budget per kind of failure. network_timeout and rpc_error apply to
+    each RPC request; the others count per operation, and an operation that exhausts one is
+    parked for `gridnode outbox retry`."""
 
-    network_timeout: RecoveryRule = RecoveryRule(action="backoff", max=3)
-    blockhash_expired: RecoveryRule = RecoveryRule(action="new_blockhash", max=2)
-    insufficient_compute: RecoveryRule = RecoveryRule(action="raise_compute_limit", max=1)
-    simulation_failed: RecoveryRule = RecoveryRule(action="revalidate", max=1)
-    rpc_error: RecoveryRule = RecoveryRule(action="next_endpoint", max=2)
-    transaction_expired: RecoveryRule = RecoveryRule(action="new_transaction", max=20)
+    network_timeout: RecoveryRule = RecoveryRule(max=3)       # rounds over the endpoints, backoff
+    rpc_error: RecoveryRule = RecoveryRule(max=2)             # switches to the next endpoint
+    blockhash_expired: RecoveryRule = RecoveryRule(max=2)     # rebuilt on a fresh blockhash
+    insufficient_compute: RecoveryRule = RecoveryRule(max=1)  # re-sent with a higher CU limit
+    simulation_failed: RecoveryRule = RecoveryRule(max=1)     # re-validated, then rebuilt
+    transaction_expired: RecoveryRule = RecoveryRule(max=20)  # re-signed as a new transaction
 
 
 class OutboxConfig(Section):

@@ -1,4 +1,8 @@
-"""[upstream]: delivery of settlements and readings to the platform API."""
+"""[upstream]: delivery of settlements and readings to the platform API.
+
+Not implemented yet: the section is validated but nothing is sent; ``gridnode check-config``
+says so.
+"""
 
 from __future__ import annotations
 

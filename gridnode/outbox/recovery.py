@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from gridnode.config.outbox import RecoveryRule, RecoveryTable
-from gridnode.store import WriteTx, now_ms
+from gridnode.store import WriteTx, operations
 
 # Per-operation kinds beyond the configured table: an order whose PDA index moved under it is
 # rebuilt from a fresh read of the market this many times before an operator is asked.
-EXTRA_RULES = {"rebuild": RecoveryRule(action="revalidate", max=10)}
+EXTRA_RULES = {"rebuild": RecoveryRule(max=10)}
 
 
 class Recovery:
@@ -23,31 +23,22 @@ class Recovery:
     def rule(self, kind: str) -> RecoveryRule:
         return EXTRA_RULES.get(kind) or getattr(self.table, kind)
 
-    async def count(self, tx: WriteTx, op_id: int, kind: str) -> int:
-        row = await tx.fetchone(
-            "SELECT count FROM operation_recovery WHERE operation_id = ? AND kind = ?",
-            (op_id, kind))
-        return int(row["count"]) if row else 0
-
     async def strike(self, tx: WriteTx, op_id: int, kind: str) -> bool:
         """Count one failure of `kind`; True while the budget allows another try."""
-        n = await self.count(tx, op_id, kind) + 1
-        await tx.execute(
-            "INSERT INTO operation_recovery (operation_id, kind, count) VALUES (?, ?, ?) "
-            "ON CONFLICT (operation_id, kind) DO UPDATE SET count = excluded.count",
-            (op_id, kind, n))
+        n = await operations.recovery_count(tx, op_id, kind) + 1
+        await operations.set_recovery_count(tx, op_id, kind, n)
         return n <= self.rule(kind).max
 
     async def park(self, tx: WriteTx, op_id: int, reason: str, details: dict[str, Any]) -> None:
-        await tx.set_status("operation", op_id, "parked", reason=reason, details=details,
-                            last_error=reason)
-        await tx.execute("DELETE FROM operation_recovery WHERE operation_id = ?", (op_id,))
+        await operations.move(tx, op_id, "parked", reason=reason, details=details,
+                              last_error=reason)
+        await operations.clear_recovery(tx, op_id)
 
     async def fail(self, tx: WriteTx, op_id: int, reason: str, details: dict[str, Any]) -> None:
         """A deterministic failure: the operation ends failed (an operator may retry it)."""
-        await tx.set_status("operation", op_id, "failed", reason=reason, details=details,
-                            last_error=reason)
-        await tx.execute("DELETE FROM operation_recovery WHERE operation_id = ?", (op_id,))
+        await operations.move(tx, op_id, "failed", reason=reason, details=details,
+                              last_error=reason)
+        await operations.clear_recovery(tx, op_id)
 
     async def retry_pending(self, tx: WriteTx, op_id: int, kind: str, error: str, delay_s: float,
                             details: dict[str, Any] | None = None) -> bool:
@@ -55,20 +46,18 @@ class Recovery:
         if not await self.strike(tx, op_id, kind):
             await self.park(tx, op_id, f"{kind} budget exhausted: {error}", details or {})
             return False
-        await tx.execute(
-            "UPDATE operations SET next_attempt_at_ms = ?, last_error = ?, updated_at_ms = ? "
-            "WHERE id = ?", (now_ms() + int(delay_s * 1000), error, now_ms(), op_id))
+        await operations.defer(tx, [op_id], delay_s, error)
         return True
 
     async def resign(self, tx: WriteTx, op_id: int, kind: str, reason: str,
                      details: dict[str, Any]) -> bool:
         """Every signature of the operation is dead (expired, or landed failed elsewhere in its
         batch): mark it expired, then back to pending for a new transaction, or park it."""
-        await tx.set_status("operation", op_id, "expired", reason=reason, details=details)
+        await operations.move(tx, op_id, "expired", reason=reason, details=details)
         if not await self.strike(tx, op_id, kind):
             await self.park(tx, op_id, f"{kind} budget exhausted: {reason}", details)
             return False
-        await tx.set_status("operation", op_id, "pending", reason=f"re-sign after {kind}",
-                            details=details, last_error=reason)
-        await tx.execute("UPDATE operations SET next_attempt_at_ms = NULL WHERE id = ?", (op_id,))
+        await operations.move(tx, op_id, "pending", reason=f"re-sign after {kind}",
+                              details=details, last_error=reason)
+        await operations.make_due(tx, op_id)
         return True

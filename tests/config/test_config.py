@@ -158,3 +158,53 @@ def test_data_dir_defaults_to_the_systemd_state_directory(monkeypatch: pytest.Mo
     assert parse_config("").node.database == Path("/var/lib/gridnode/gridnode.db")
     monkeypatch.delenv("STATE_DIRECTORY")
     assert parse_config("").node.data_dir == Path("var/gridnode")
+
+
+def test_infinite_or_nan_numbers_are_refused_everywhere() -> None:
+    # inf would switch a plausibility bound or an age check off; nan compares false to anything.
+    errors = _errors("""
+[meters]
+max_age_s = inf
+plausibility_margin = nan
+
+[[meters.buses]]
+kind = "tcp"
+host = "10.0.0.5"
+timeout_s = -inf
+[[meters.buses.meters]]
+meter_id = "m1"
+unit_id = 1
+profile = "sdm630"
+rated_power_w = inf
+
+[[meters.mqtt.meters]]
+meter_id = "m2"
+format = "tasmota"
+topic = "tele/m2/SENSOR"
+rated_power_w = nan
+
+[outbox]
+max_age_hours = inf
+""")
+    by_path = {path: (value, allowed) for _, path, value, allowed in errors}
+    assert set(by_path) == {"meters.max_age_s", "meters.plausibility_margin",
+                            "meters.buses[0].timeout_s", "meters.buses[0].meters[0].rated_power_w",
+                            "meters.mqtt.meters[0].rated_power_w", "outbox.max_age_hours"}
+    assert by_path["meters.max_age_s"] == ("inf", "a finite number")
+    assert by_path["meters.mqtt.meters[0].rated_power_w"] == ("nan", "a finite number")
+
+
+def test_a_bad_api_bind_is_one_error_at_its_key() -> None:
+    errors = _errors('[api]\nbind = "not-an-ip"\n')
+    assert errors == [("site.toml", "api.bind", "'not-an-ip'",
+                       "value is not a valid IPv4 or IPv6 address")]
+    assert str(parse_config('[api]\nbind = "::1"\n').api.bind) == "::1"
+
+
+def test_recovery_rules_take_only_a_budget() -> None:
+    # The action of each failure kind is fixed in code; a configured one was silently ignored.
+    errors = _errors('[outbox.recovery]\nnetwork_timeout = { action = "backoff", max = 3 }\n')
+    assert errors == [("site.toml", "outbox.recovery.network_timeout.action", "'backoff'",
+                       "no such key; known keys here: max")]
+    cfg = parse_config("[outbox.recovery]\nnetwork_timeout = { max = 5 }\n")
+    assert cfg.outbox.recovery.network_timeout.max == 5

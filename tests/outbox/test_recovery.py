@@ -17,7 +17,7 @@ async def _op(store: Store, key: str) -> int:
 
 async def test_budget_then_park_then_operator_gets_a_fresh_budget(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite")
-    rec = Recovery(RecoveryTable(simulation_failed=RecoveryRule(action="revalidate", max=1)))
+    rec = Recovery(RecoveryTable(simulation_failed=RecoveryRule(max=1)))
     op = await _op(store, "k1")
     async with store.write() as tx:
         assert await rec.retry_pending(tx, op, "simulation_failed", "boom", 0.0)
@@ -38,7 +38,7 @@ async def test_budget_then_park_then_operator_gets_a_fresh_budget(tmp_path: Path
 
 async def test_resign_goes_through_expired(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite")
-    rec = Recovery(RecoveryTable(transaction_expired=RecoveryRule(action="new_transaction", max=1)))
+    rec = Recovery(RecoveryTable(transaction_expired=RecoveryRule(max=1)))
     op = await _op(store, "k2")
     for expected in ("pending", "parked"):
         async with store.write() as tx:
