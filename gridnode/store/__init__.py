@@ -2,8 +2,11 @@
 
 from gridnode.store.db import (
     ExecResult,
+    StorageFull,
+    StorageIOError,
     Store,
     StoreError,
+    StoreReadOnly,
     TransitionError,
     WriteTx,
     dumps,
@@ -12,5 +15,5 @@ from gridnode.store.db import (
 )
 from gridnode.store.migrate import MigrationError
 
-__all__ = ["ExecResult", "MigrationError", "Store", "StoreError", "TransitionError", "WriteTx",
-           "dumps", "now_ms", "uninterruptible"]
+__all__ = ["ExecResult", "MigrationError", "StorageFull", "StorageIOError", "Store", "StoreError",
+           "StoreReadOnly", "TransitionError", "WriteTx", "dumps", "now_ms", "uninterruptible"]

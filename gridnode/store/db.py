@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
@@ -27,6 +28,9 @@ T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any]
 
 BUSY_TIMEOUT_MS = 10_000
+# An I/O error while the filesystem has less than this left is the disk being full: SQLite
+# reports ENOSPC on its shared-memory file, and on some filesystems at fsync, as SQLITE_IOERR.
+FULL_MARGIN_BYTES = 1 << 20
 # Entity name (as in transitions.TRANSITIONS) -> (table, column set when entering a status).
 _ENTITY_TABLES: dict[str, str] = {
     "operation": "operations",
@@ -47,6 +51,27 @@ _STATUS_TIMES: dict[str, dict[str, tuple[str, ...]]] = {
 
 class StoreError(RuntimeError):
     """A store operation could not be carried out (missing row, closed store, bad schema)."""
+
+
+class StorageFull(StoreError):
+    """The database could not be written because its storage is full (SQLITE_FULL).
+
+    Nothing of the transaction was written. It is a state, not a fault: the same write succeeds
+    once space returns, so callers keep what they meant to write, retry with backoff and log
+    the state change, not each attempt.
+    """
+
+
+class StorageIOError(StoreError):
+    """The storage failed a read or write for another reason than space (SQLITE_IOERR).
+
+    Nothing of the transaction was written; what the database holds is still consistent. A
+    caller drops what it built on the failed write and takes it up again from the database.
+    """
+
+
+class StoreReadOnly(StoreError):
+    """The database (its file, its directory or the filesystem) cannot be written at all."""
 
 
 class TransitionError(StoreError):
@@ -70,6 +95,33 @@ def now_ms() -> int:
 def dumps(value: Any) -> str:
     """The one JSON encoding used for stored payloads and details (stable key order)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def storage_error(exc: BaseException, path: Path) -> StoreError | None:
+    """The typed store error for a SQLite error caused by the storage, else None."""
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    primary = code & 0xFF
+    if primary == sqlite3.SQLITE_FULL:
+        return StorageFull(f"{path}: storage full ({exc})")
+    if primary == sqlite3.SQLITE_IOERR:
+        if _free_bytes(path) < FULL_MARGIN_BYTES:
+            return StorageFull(f"{path}: storage full ({exc}, {exc.sqlite_errorname})")
+        return StorageIOError(f"{path}: storage I/O error ({exc}, {exc.sqlite_errorname})")
+    if primary == sqlite3.SQLITE_READONLY:
+        return StoreReadOnly(f"{path}: the database cannot be written ({exc})")
+    return None
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return 1 << 62          # unknown: do not call an I/O error a full disk
+    return st.f_bavail * st.f_frsize
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,21 +188,15 @@ class WriteTx(_Reads):
 
     async def add_operation(self, tx_type: str, payload: Mapping[str, Any],
                             idempotency_key: str) -> tuple[int, bool]:
-        """Insert an outbox operation unless its idempotency key exists: (id, created)."""
-        ts = now_ms()
-        res = await self.execute(
-            "INSERT INTO operations (tx_type, payload, idempotency_key, status, created_at_ms, "
-            "updated_at_ms) VALUES (?, ?, ?, 'pending', ?, ?) "
-            "ON CONFLICT (idempotency_key) DO NOTHING",
-            (tx_type, dumps(payload), idempotency_key, ts, ts))
-        if res.rowcount == 1 and res.lastrowid is not None:
-            await self._audit("operation", res.lastrowid, None, "pending", "created",
-                              {"tx_type": tx_type, "idempotency_key": idempotency_key}, ts)
-            return res.lastrowid, True
-        row = await self.fetchone("SELECT id FROM operations WHERE idempotency_key = ?",
-                                  (idempotency_key,))
-        assert row is not None  # the conflict that skipped the insert is this row
-        return int(row["id"]), False
+        """Insert an outbox operation unless its idempotency key exists: (id, created).
+
+        Producers build the payload model and use gridnode.chain.txtypes.new_operation; the
+        statement is in gridnode.store.operations.
+        """
+        from gridnode.store import operations
+
+        return await operations.add(self, operations.NewOperation(tx_type, payload,
+                                                                  idempotency_key))
 
     async def set_status(self, entity: str, entity_id: int, new: str, *, reason: str,
                          details: Mapping[str, Any] | None = None,
@@ -247,14 +293,19 @@ class Store(_Reads):
             self._check_open()
             self._holder = task
             try:
+                if self._writer.in_transaction:     # a ROLLBACK that failed last time
+                    await uninterruptible(self._rollback())
                 # BEGIN, body and COMMIT all inside: a cancellation that lands while BEGIN waits
                 # for another process's lock must still roll back once BEGIN has gone through.
                 await uninterruptible(self._run("BEGIN IMMEDIATE"))
                 yield WriteTx(self._writer)
                 await uninterruptible(self._run("COMMIT"))
-            except BaseException:
+            except BaseException as exc:
                 if self._writer.in_transaction:
-                    await uninterruptible(self._run("ROLLBACK"))
+                    await uninterruptible(self._rollback())
+                typed = storage_error(exc, self.path)
+                if typed is not None:
+                    raise typed from exc
                 raise
             finally:
                 self._holder = None
@@ -263,6 +314,39 @@ class Store(_Reads):
     async def _run(self, sql: str) -> None:
         async with self._writer.execute(sql):
             pass
+
+    async def _rollback(self) -> None:
+        """Roll back; a ROLLBACK the storage refuses must not hide the error that caused it."""
+        try:
+            await self._run("ROLLBACK")
+        except sqlite3.Error:
+            pass        # SQLite rolls back a failed transaction itself when it can; retried
+
+    async def check_writable(self) -> None:
+        """Raise StoreReadOnly unless the writer can write: take the lock, change a row, roll back.
+
+        Nothing reaches the disk (the change is rolled back in memory), so it costs no wear and
+        also passes on a full disk, which is a state to wait out rather than a refusal to start.
+        """
+        try:
+            await uninterruptible(self._check_writable())
+        except StoreReadOnly:
+            raise
+        except sqlite3.Error as exc:
+            typed = storage_error(exc, self.path)
+            if isinstance(typed, StorageFull):
+                return
+            raise StoreReadOnly(f"{self.path}: the database cannot be written ({exc})") from exc
+
+    async def _check_writable(self) -> None:
+        async with self._lock:
+            self._check_open()
+            try:
+                await self._run("BEGIN IMMEDIATE")
+                await self._run("UPDATE schema_migrations SET version = version")
+            finally:
+                if self._writer.in_transaction:
+                    await self._rollback()
 
     async def probe(self) -> None:
         """Prove the writer can take the database lock and the reader can read (for the watchdog).

@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gridnode.store import MigrationError, Store, StoreError, TransitionError
+from gridnode.store import (
+    MigrationError,
+    StorageFull,
+    Store,
+    StoreError,
+    TransitionError,
+)
 from gridnode.store.migrate import discover
 
 REPO = Path(__file__).resolve().parents[2]
@@ -304,3 +313,78 @@ async def test_nested_write_in_one_task_is_an_error_not_a_deadlock(tmp_path: Pat
     async with store.write() as tx:           # the lock was released
         await tx.add_operation("t", {}, "after")
     await store.close()
+
+
+async def fill_up(store: Store) -> None:
+    """Cap the database at the pages it has now: the next write that needs a page is refused
+    exactly as on a full disk (SQLITE_FULL), on any machine and without root."""
+    async with store.write() as tx:
+        pages = await tx.fetchone("PRAGMA page_count")
+        assert pages is not None
+        await tx.execute(f"PRAGMA max_page_count = {pages[0]}")
+
+
+async def make_room(store: Store) -> None:
+    async with store.write() as tx:
+        await tx.execute("PRAGMA max_page_count = 1073741823")
+
+
+async def test_a_full_database_raises_storage_full_writes_nothing_and_recovers(
+        tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "g.db")
+    try:
+        await fill_up(store)
+        with pytest.raises(StorageFull, match="storage full") as info:
+            async with store.write() as tx:
+                await tx.add_operation("t", {"blob": "x" * 200_000}, "big")
+        assert isinstance(info.value, StoreError)
+        assert (await store.fetchone("SELECT count(*) FROM operations"))[0] == 0
+        await store.probe()                   # a full disk does not stop reads or the lock
+        await store.check_writable()          # nor is it a read-only database
+        await make_room(store)
+        async with store.write() as tx:       # the same write goes through once space is back
+            await tx.add_operation("t", {"blob": "x" * 200_000}, "big")
+        assert (await store.fetchone("SELECT count(*) FROM operations"))[0] == 1
+    finally:
+        await store.close()
+
+
+def _run_as_nobody() -> list[str] | None:
+    """A command prefix that drops root to `nobody`, so file permissions apply; None if absent."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    return None if setpriv is None else [setpriv, "--reuid=65534", "--regid=65534",
+                                         "--clear-groups"]
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory everyone may enter and write (pytest's own tmp root is private to its user)."""
+    d = Path(tempfile.mkdtemp(prefix="gridnode-ro-"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_a_read_only_database_is_found_before_anything_is_written(open_dir: Path) -> None:
+    prefix = _run_as_nobody()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+    db = open_dir / "g.db"
+    script = (f"import asyncio\nfrom gridnode.store import Store\n"
+              f"async def main():\n    s = await Store.open({str(db)!r})\n"
+              f"    try:\n        await s.check_writable()\n    finally:\n"
+              f"        await s.close()\nasyncio.run(main())\n")
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True)   # creates it
+    db.chmod(0o444)
+    if os.geteuid() == 0:
+        os.chown(db, 0, 0)
+    out = subprocess.run([*prefix, sys.executable, "-c", script], cwd=REPO, text=True,
+                         capture_output=True)
+    assert out.returncode == 1
+    assert "StoreReadOnly" in out.stderr and "cannot be written" in out.stderr, out.stderr
+    db.chmod(0o644)
+    ok = subprocess.run([sys.executable, "-c", script], cwd=REPO, text=True, capture_output=True)
+    assert ok.returncode == 0, ok.stderr
+
