@@ -40,8 +40,28 @@ OPERATION_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "parked": frozenset({"pending"}),          # operator retry only
 }
 
+# Status groups, defined once here next to the table they follow from.
+# Waiting to be built and signed (again).
+PENDING: Final = "pending"
+# A signed transaction exists and the outcome is not final: the monitor follows these.
+IN_FLIGHT: Final = frozenset({"signed", "submitted", "unknown", "confirmed"})
+# In flight and not landed yet: the stored bytes are re-broadcast.
+UNLANDED: Final = IN_FLIGHT - {"confirmed"}
+# Not yet known to have been broadcast: a successful send moves these to `submitted`.
+UNSENT: Final = frozenset(s for s, nxt in OPERATION_TRANSITIONS.items() if "submitted" in nxt)
+# Nothing moves these any more without an operator (finalized never moves).
+FINAL: Final = frozenset({"finalized", "failed", "parked"})
 # Statuses an operator may send back to `pending` with `gridnode outbox retry`.
 OPERATOR_RETRYABLE: Final = frozenset({"failed", "parked", "expired"})
+
+# What the node last observed of one signed transaction (tx_attempts.observed_status).
+ATTEMPT_STATUSES: Final = (
+    "unsent", "sent", "processed", "confirmed", "finalized", "failed", "expired",
+)
+# Not seen on chain yet and still worth sending.
+ATTEMPT_SENDABLE: Final = frozenset({"unsent", "sent"})
+# Can never land any more.
+ATTEMPT_DEAD: Final = frozenset({"failed", "expired"})
 
 SETTLEMENT_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "matched": frozenset({"settling", "failed"}),
