@@ -23,13 +23,14 @@ from gridnode.config.chain import ChainConfig
 from gridnode.config.intervals import IntervalsConfig
 from gridnode.config.keys import KeysConfig
 from gridnode.config.logging import LoggingConfig
-from gridnode.config.meters import MetersConfig
+from gridnode.config.meters import MetersConfig, MqttMeter
 from gridnode.config.node import NodeConfig
 from gridnode.config.outbox import OutboxConfig
 from gridnode.config.upstream import UpstreamConfig
+from gridnode.meters.payloads import FORMATS
 
-__all__ = ["ConfigError", "ConfigIssue", "GridnodeConfig", "load_config", "parse_config",
-           "summary"]
+__all__ = ["ConfigError", "ConfigIssue", "GridnodeConfig", "does_nothing", "load_config",
+           "parse_config", "summary"]
 
 
 class GridnodeConfig(Section):
@@ -80,7 +81,20 @@ def load_config(path: str | Path) -> GridnodeConfig:
     except UnicodeDecodeError:
         raise ConfigError([ConfigIssue(str(path), "", "<not UTF-8>",
                                        "a UTF-8 TOML file")]) from None
-    return parse_config(text, str(path))
+    cfg = parse_config(text, str(path))
+    if not cfg.model_fields_set:
+        # Every key has a default, so an empty file is valid, and would run a node that does
+        # nothing while reporting itself healthy: a truncated copy or the wrong path, refused.
+        raise ConfigError([ConfigIssue(
+            str(path), "", "<empty>", "at least one section; an empty file configures nothing "
+            "(config/gridnode.example.toml shows every section and key)")])
+    return cfg
+
+
+def does_nothing(cfg: GridnodeConfig) -> bool:
+    """No meter to read and no chain to submit to: the node would only keep its database open."""
+    m = cfg.meters
+    return cfg.chain is None and not m.buses and not (m.mqtt and m.mqtt.meters)
 
 
 def parse_config(text: str, file: str = "<string>") -> GridnodeConfig:
@@ -100,7 +114,7 @@ def parse_config(text: str, file: str = "<string>") -> GridnodeConfig:
 
 
 def _cross_checks(cfg: GridnodeConfig, file: str) -> list[ConfigIssue]:
-    """Rules that span entries: unique meter IDs, one task per physical bus."""
+    """Rules that span entries: unique meter IDs, one task per physical bus, one meter per topic."""
     issues: list[ConfigIssue] = []
     ids = cfg.meters.all_meter_ids()
     seen = Counter(meter_id for _, meter_id in ids)
@@ -110,19 +124,47 @@ def _cross_checks(cfg: GridnodeConfig, file: str) -> list[ConfigIssue]:
                                       "a meter_id used by no other meter"))
     endpoints: dict[str, int] = {}
     for b, bus in enumerate(cfg.meters.buses):
-        first = endpoints.setdefault(bus.endpoint, b)
+        first = endpoints.setdefault(bus.identity, b)
         if first != b:
-            key = "port" if bus.kind == "rtu" else "host"
-            issues.append(ConfigIssue(
-                file, f"meters.buses[{b}].{key}", repr(bus.endpoint),
-                f"a bus endpoint not already used by meters.buses[{first}] (one entry per "
-                "physical bus; put all its meters in that entry)"))
+            issues.append(same_bus_issue(file, cfg, b, first))
         units = Counter(m.unit_id for m in bus.meters)
         for m, meter in enumerate(bus.meters):
             if units[meter.unit_id] > 1:
                 issues.append(ConfigIssue(file, f"meters.buses[{b}].meters[{m}].unit_id",
                                           repr(meter.unit_id), "a unit_id unique on its bus"))
+    if cfg.meters.mqtt is not None:
+        owners: dict[str, int] = {}
+        for q, mqtt_meter in enumerate(cfg.meters.mqtt.meters):
+            for topic in subscribed_topics(mqtt_meter):
+                first = owners.setdefault(topic, q)
+                if first != q:
+                    issues.append(ConfigIssue(
+                        file, f"meters.mqtt.meters[{q}].topic", repr(mqtt_meter.topic),
+                        f"a topic no other meter listens on ({topic!r} is also "
+                        f"meters.mqtt.meters[{first}]'s; one of them would receive nothing)"))
+                    break
     return issues
+
+
+def same_bus_issue(file: str, cfg: GridnodeConfig, b: int, first: int) -> ConfigIssue:
+    """meters.buses[b] is the physical bus of meters.buses[first]."""
+    bus = cfg.meters.buses[b]
+    return ConfigIssue(
+        file, f"meters.buses[{b}].{'port' if bus.kind == 'rtu' else 'host'}", repr(bus.endpoint),
+        f"a bus endpoint not already used by meters.buses[{first}] "
+        f"({cfg.meters.buses[first].endpoint!r}; one entry per physical bus: put all its "
+        "meters in that entry)")
+
+
+def subscribed_topics(meter: MqttMeter) -> list[str]:
+    """The topics gridnode subscribes to for this meter (a Shelly listens on two)."""
+    templates = (["{topic}"] if meter.format == "generic"
+                 else [t.topic for t in FORMATS[meter.format].topics])
+    return [t.format(topic=meter.topic) for t in templates]
+
+
+# pydantic error types whose message does not read as "expected <what is allowed>".
+_ALLOWED = {"ip_any_address": "an IPv4 or IPv6 address such as 127.0.0.1 or ::1"}
 
 
 def _issue(file: str, err: Any) -> ConfigIssue:
@@ -141,6 +183,8 @@ def _issue(file: str, err: Any) -> ConfigIssue:
         loc = (*loc, err["ctx"]["discriminator"].strip("'"))
         value = "<missing>"
         allowed = "a value (this key is required and selects the kind of entry)"
+    elif kind in _ALLOWED:
+        allowed = _ALLOWED[kind]
     else:
         allowed = msg.removeprefix("Value error, ").removeprefix("Input should be ")
         if kind == "literal_error":
@@ -233,8 +277,15 @@ def summary(cfg: GridnodeConfig) -> list[str]:
     else:
         lines.append(f"chain: {', '.join(str(u) for u in cfg.chain.rpc_urls)} "
                      f"({cfg.chain.commitment})")
-    lines.append("upstream: " + (str(cfg.upstream.url) if cfg.upstream else "not configured"))
-    api = cfg.api
-    lines.append(f"api: http://{api.bind}:{api.port}" if api.enabled else "api: off")
+    # Upstream sync and the HTTP API are not built yet: the summary must not promise them.
+    lines.append("upstream: not implemented yet; " + (
+        f"[upstream] ({cfg.upstream.url}) is ignored, nothing is synced" if cfg.upstream
+        else "nothing is synced"))
+    lines.append("api: not implemented yet; " + (
+        "[api] is ignored, no HTTP endpoint is served" if "api" in cfg.model_fields_set
+        else "no HTTP endpoint is served"))
     lines.append(f"logging: {cfg.logging.level}, {cfg.logging.format}")
+    if does_nothing(cfg):
+        lines.insert(0, "does nothing: no meters and no [chain] are configured, so the node would "
+                        "only keep its database open")
     return lines

@@ -6,6 +6,7 @@ task per bus and never lets two tasks share it.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +26,33 @@ def _check_meter_id(value: str) -> str:
 
 
 MeterId = Annotated[str, AfterValidator(_check_meter_id)]
+
+# Names and addresses that all mean this machine: one Modbus endpoint, however it is written.
+_LOCAL_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback",
+                "127.0.0.1", "::1"}
+
+
+def host_identity(host: str) -> str:
+    """A host as compared for "same endpoint": case and trailing dot ignored, IP addresses in
+    canonical form, the names of this machine as one. Other names are resolved only by
+    ``gridnode check-config`` (a lookup can hang at start when DNS is down)."""
+    name = host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return "localhost" if name in _LOCAL_HOSTS else name
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return "localhost" if str(ip) in _LOCAL_HOSTS else str(ip)
+
+
+def _check_topic(value: str) -> str:
+    if "+" in value or "#" in value or "\0" in value:
+        raise ValueError("the meter's own MQTT topic, without the wildcards + and # (a wildcard "
+                         "would hand this meter other devices' messages)")
+    if len(value.encode()) > 65535:
+        raise ValueError("an MQTT topic of at most 65535 bytes")
+    return value
 
 
 class ModbusMeter(Section):
@@ -65,6 +93,11 @@ class SerialBus(_BusCommon):
     def endpoint(self) -> str:
         return self.port
 
+    @property
+    def identity(self) -> str:
+        """What makes two entries the same physical bus (see ``host_identity``)."""
+        return self.port
+
 
 class TcpBus(_BusCommon):
     kind: Literal["tcp", "rtu_over_tcp"]
@@ -74,6 +107,11 @@ class TcpBus(_BusCommon):
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def identity(self) -> str:
+        """What makes two entries the same physical bus (see ``host_identity``)."""
+        return f"{host_identity(self.host)}:{self.port}"
 
 
 ModbusBus = Annotated[SerialBus | TcpBus, Field(discriminator="kind")]
@@ -102,7 +140,7 @@ class MqttMeter(Section):
     # tasmota: tele/<topic>/SENSOR; shelly: <topic>/status/emdata:0 and <topic>/status/em:0;
     # gridtokenx: gridtokenx/ami/telemetry/<topic>; generic: <topic> itself, with [fields].
     format: Literal["tasmota", "shelly", "gridtokenx", "generic"]
-    topic: str = Field(min_length=1)
+    topic: Annotated[str, AfterValidator(_check_topic)] = Field(min_length=1)
     # Zone of timestamps in payloads that carry local time without an offset (Tasmota).
     timezone: str | None = None
     rated_power_w: float = Field(default=50_000, gt=0)
@@ -132,6 +170,16 @@ class MqttConfig(Section):
     keepalive_s: int = Field(default=60, ge=5, le=3600)
     reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
     meters: list[MqttMeter] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> MqttConfig:
+        unused = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k) is not None]
+        if unused and not self.tls:
+            raise ValueError(f"tls = true when {', '.join(unused)} is given (without TLS the "
+                             "files are not used)")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("cert_file with key_file (the key of a client certificate)")
+        return self
 
 
 class MetersConfig(Section):

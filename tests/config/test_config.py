@@ -197,7 +197,7 @@ max_age_hours = inf
 def test_a_bad_api_bind_is_one_error_at_its_key() -> None:
     errors = _errors('[api]\nbind = "not-an-ip"\n')
     assert errors == [("site.toml", "api.bind", "'not-an-ip'",
-                       "value is not a valid IPv4 or IPv6 address")]
+                       "an IPv4 or IPv6 address such as 127.0.0.1 or ::1")]
     assert str(parse_config('[api]\nbind = "::1"\n').api.bind) == "::1"
 
 
@@ -208,3 +208,66 @@ def test_recovery_rules_take_only_a_budget() -> None:
                        "no such key; known keys here: max")]
     cfg = parse_config("[outbox.recovery]\nnetwork_timeout = { max = 5 }\n")
     assert cfg.outbox.recovery.network_timeout.max == 5
+
+
+def test_mqtt_topics_are_one_meter_each_and_never_wildcards() -> None:
+    errors = _errors("""
+[[meters.mqtt.meters]]
+meter_id = "all"
+format = "tasmota"
+topic = "#"
+[[meters.mqtt.meters]]
+meter_id = "some"
+format = "gridtokenx"
+topic = "gridtokenx/ami/telemetry/+"
+""")
+    assert [e[1] for e in errors] == ["meters.mqtt.meters[0].topic", "meters.mqtt.meters[1].topic"]
+    assert all("without the wildcards + and #" in e[3] for e in errors)
+
+    # The same topic twice, and a generic meter on a topic a Shelly prefix already subscribes.
+    errors = _errors("""
+[[meters.mqtt.meters]]
+meter_id = "a"
+format = "tasmota"
+topic = "tele/a/SENSOR"
+[[meters.mqtt.meters]]
+meter_id = "b"
+format = "tasmota"
+topic = "tele/a/SENSOR"
+[[meters.mqtt.meters]]
+meter_id = "c"
+format = "shelly"
+topic = "shellies/c"
+[[meters.mqtt.meters]]
+meter_id = "d"
+format = "generic"
+topic = "shellies/c/status/em:0"
+fields = { import_energy = "total" }
+""")
+    assert [(e[1], e[2]) for e in errors] == [
+        ("meters.mqtt.meters[1].topic", "'tele/a/SENSOR'"),
+        ("meters.mqtt.meters[3].topic", "'shellies/c/status/em:0'")]
+    assert "is also meters.mqtt.meters[0]'s; one of them would receive nothing" in errors[0][3]
+    assert "meters.mqtt.meters[2]'s" in errors[1][3]
+
+
+@pytest.mark.parametrize("first, second", [
+    ("localhost", "127.0.0.1"), ("127.0.0.1", "::1"), ("LOCALHOST.", "[::1]"),
+    ("::ffff:127.0.0.1", "localhost"), ("Inverter.LAN", "inverter.lan."),
+    ("10.0.0.5", "::ffff:10.0.0.5")])
+def test_one_modbus_endpoint_however_its_host_is_written(first: str, second: str) -> None:
+    text = "".join(f'[[meters.buses]]\nkind = "tcp"\nhost = "{h}"\nport = 1\n'
+                   for h in (first, second))
+    errors = _errors(text)
+    assert [e[1] for e in errors] == ["meters.buses[1].host"]
+    assert f"not already used by meters.buses[0] ('{first}:1'" in errors[0][3]
+    # Another port, or another machine, is another bus.
+    parse_config(text.replace("port = 1\n", "port = 2\n", 1))
+    parse_config(text.replace(f'"{second}"', '"10.9.9.9"'))
+
+
+def test_tls_files_without_tls_are_refused() -> None:
+    errors = _errors('[meters.mqtt]\nca_file = "/etc/gridnode/ca.pem"\n')
+    assert errors[0][1] == "meters.mqtt" and "tls = true when ca_file is given" in errors[0][3]
+    errors = _errors('[meters.mqtt]\ntls = true\nkey_file = "/etc/gridnode/client.key"\n')
+    assert "cert_file with key_file" in errors[0][3]
