@@ -115,5 +115,12 @@ def priority_price(estimate: int, cu_limit: int, signatures: int, max_lamports_p
     return max(0, min(estimate, cap, by_total))
 
 
+def program_ids_of(serialized: bytes) -> list[str]:
+    """Program id of each instruction of a stored transaction (no RPC needed)."""
+    msg = VersionedTransaction.from_bytes(serialized).message
+    keys = msg.account_keys
+    return [str(keys[ix.program_id_index]) for ix in msg.instructions]
+
+
 def unique_writable(batches: Sequence[Batch]) -> list:
     return list(dict.fromkeys(pk for b in batches for op in b.ops for pk in op.writable))

@@ -12,6 +12,7 @@ Errors arrive as the RPC's JSON (`{"InstructionError": [2, {"Custom": 6001}]}`, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 COMPUTE_ERRORS = {"ComputationalBudgetExceeded", "ProgramFailedToComplete"}
@@ -21,9 +22,19 @@ TRANSIENT_TX_ERRORS = {"AccountInUse", "WouldExceedMaxBlockCostLimit", "WouldExc
 BLOCKHASH_ERRORS = {"BlockhashNotFound"}
 
 
+class FailureKind(StrEnum):
+    """What a transaction error means for the outbox (see the module docstring)."""
+
+    PROGRAM = "program"
+    COMPUTE = "compute"
+    BLOCKHASH = "blockhash"
+    TRANSIENT = "transient"
+    OTHER = "other"
+
+
 @dataclass(frozen=True)
 class TxFailure:
-    kind: str                        # program | compute | blockhash | transient | other
+    kind: FailureKind
     ix_index: int | None             # instruction index in the transaction, when known
     code: int | None                 # custom program error code
     name: str                        # decoded Anchor name, or the runtime's error name
@@ -51,7 +62,7 @@ def classify(err: Any, program_of_ix: dict[int, Any] | None = None,
         index = int(index)
         inner_name = _name_of(inner)
         if inner_name in COMPUTE_ERRORS:
-            return TxFailure("compute", index, None, inner_name, err)
+            return TxFailure(FailureKind.COMPUTE, index, None, inner_name, err)
         code: int | None = None
         if isinstance(inner, dict) and "Custom" in inner:
             code = int(inner["Custom"])
@@ -65,13 +76,13 @@ def classify(err: Any, program_of_ix: dict[int, Any] | None = None,
                 name = decoded
             elif code == 0:   # the System Program's error 0, surfacing from an `init` CPI
                 name = "AccountAlreadyInUse"
-        return TxFailure("program", index, code, name, err)
+        return TxFailure(FailureKind.PROGRAM, index, code, name, err)
     name = _name_of(err)
     if name in BLOCKHASH_ERRORS:
-        return TxFailure("blockhash", None, None, name, err)
+        return TxFailure(FailureKind.BLOCKHASH, None, None, name, err)
     if name in TRANSIENT_TX_ERRORS:
-        return TxFailure("transient", None, None, name, err)
-    return TxFailure("other", None, None, name, err)
+        return TxFailure(FailureKind.TRANSIENT, None, None, name, err)
+    return TxFailure(FailureKind.OTHER, None, None, name, err)
 
 
 def is_already_processed(message: str) -> bool:

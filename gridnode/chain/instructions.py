@@ -1,9 +1,10 @@
-"""Outbox operation -> validated, IDL-encoded instructions, following the tx type table.
+"""Outbox operations -> validated, IDL-encoded instructions, following the tx type table.
 
-`InstructionBuilder.prepare` checks the input, the node's permission to sign, and the business
-rules that need chain state (meter registered and active, user active, balances), reads what the
-instruction depends on (e.g. the market's active_orders for the order PDA), and encodes the
-instructions through gridnode.chain.idl. Nothing here writes to the chain or the store.
+`InstructionBuilder.prepare_many` parses each stored payload into its tx type's model, checks the
+business rules that need chain state (meters registered and active, in one read for the whole
+round; user active; balances), the node's permission to sign, reads what the instructions depend
+on (e.g. the market's active_orders for the order PDA), and encodes them through
+gridnode.chain.idl. Nothing here writes to the chain or the store.
 """
 
 from __future__ import annotations
@@ -23,21 +24,24 @@ from gridnode.chain.signers import Signers
 from gridnode.chain.txtypes import (
     MARKET,
     METER_OF_PAYLOAD,
-    TX_TYPES,
     USER_OF_SIGNER,
+    Check,
     Ix,
     Pda,
+    Read,
     TxType,
-    instructions_of,
+    tx_type,
 )
 from gridnode.chain.validation import (
     InvalidInput,
+    MeterIdMixin,
     NotPermitted,
+    OperationInvalid,
+    Payload,
     RuleNotMet,
-    check_age,
-    check_input,
     enum_name,
 )
+from gridnode.store.operations import Operation
 
 SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
@@ -62,6 +66,14 @@ class PreparedOp:
     cosigners: list[Keypair] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An operation that cannot become a transaction now; `error.outcome` says what follows."""
+
+    op_id: int
+    error: OperationInvalid
+
+
 @dataclass
 class BuilderSettings:
     registry_readings: bool = False         # also send registry update_meter_reading
@@ -71,6 +83,12 @@ class BuilderSettings:
 
 
 class InstructionBuilder:
+    """Turns outbox operations into signed-ready instructions, as the tx type table says.
+
+    It holds the IDLs, the keys and a short cache of which meters are registered and Active on
+    chain (and their owners), so a round of many readings costs one account read.
+    """
+
     def __init__(self, idls: dict[str, Any], pool: RpcPool, signers: Signers,
                  settings: BuilderSettings | None = None) -> None:
         self.idls = idls
@@ -83,7 +101,7 @@ class InstructionBuilder:
     def program_id(self, program: str) -> Pubkey:
         return self.idls[program].program_id
 
-    def pda(self, pda: Pda, payload: dict[str, Any] | None = None, signer: Pubkey | None = None,
+    def pda(self, pda: Pda, payload: Payload | None = None, signer: Pubkey | None = None,
             ctx: dict[str, Any] | None = None) -> Pubkey:
         """The address of `pda`, its seeds taken from the payload, the signer and chain reads."""
         seeds: list[bytes] = []
@@ -91,7 +109,7 @@ class InstructionBuilder:
             if isinstance(seed, bytes):
                 seeds.append(seed)
                 continue
-            val = self._value(seed.removeprefix("u64le:"), payload or {}, signer, ctx or {})
+            val = self._value(seed.removeprefix("u64le:"), payload, signer, ctx or {})
             if val is None:
                 raise ValueError(f"no value for seed {seed!r} of {pda}")
             if seed.startswith("u64le:"):
@@ -100,18 +118,18 @@ class InstructionBuilder:
                 seeds.append(bytes(val) if isinstance(val, Pubkey) else str(val).encode())
         return Pubkey.find_program_address(seeds, self.program_id(pda.program))[0]
 
-    def _value(self, source: str, payload: dict[str, Any], signer: Pubkey | None,
+    def _value(self, source: str, payload: Payload | None, signer: Pubkey | None,
                ctx: dict[str, Any]) -> Any:
         if source == "signer":
             return signer
         kind, _, key = source.partition(".")
         if kind == "payload":
-            return payload.get(key)
+            return None if payload is None else payload.get(key)
         if kind == "ctx":
             return ctx[key]
         raise ValueError(f"unknown source {source!r}")
 
-    def _account(self, spec: str | Pda, ix: Ix, payload: dict[str, Any], signer: Pubkey,
+    def _account(self, spec: str | Pda, ix: Ix, payload: Payload, signer: Pubkey,
                  ctx: dict[str, Any]) -> Pubkey:
         if isinstance(spec, Pda):
             return self.pda(spec, payload, signer, ctx)
@@ -125,7 +143,7 @@ class InstructionBuilder:
                 return val if isinstance(val, Pubkey) else Pubkey.from_string(str(val))
         raise InvalidInput("missing_account", f"no value for account source {spec!r}")
 
-    def _arg(self, name: str, source: str, payload: dict[str, Any], signer: Pubkey,
+    def _arg(self, name: str, source: str, payload: Payload, signer: Pubkey,
              ctx: dict[str, Any]) -> Any:
         val = self._value(source, payload, signer, ctx)
         if name in ENUM_ARGS:
@@ -140,7 +158,7 @@ class InstructionBuilder:
                                f"{what} must be signed by {pubkey}, a key this node does not hold")
         return kp
 
-    def signer_for(self, tx_type: TxType, payload: dict[str, Any]) -> Keypair:
+    def signer_for(self, tx_type: TxType, payload: Payload) -> Keypair:
         role = tx_type.signer
         if role.startswith("payload."):
             return self._key_of(str(payload.get(role[8:])), tx_type.name)
@@ -169,7 +187,7 @@ class InstructionBuilder:
                 todo.append(m)
         if not todo:
             return out
-        addrs = [self.pda(METER_OF_PAYLOAD, {"meter_id": m}) for m in todo]
+        addrs = [self.pda(METER_OF_PAYLOAD, MeterIdMixin(meter_id=m)) for m in todo]
         datas = await self.pool.account_data(addrs)
         for m, data in zip(todo, datas, strict=True):
             if data is None:
@@ -193,68 +211,89 @@ class InstructionBuilder:
         if status.lower() != "active":
             raise RuleNotMet("user_inactive", f"user {user} is {status} on chain, not Active")
 
-    async def _read_ctx(self, tx_type: TxType, payload: dict[str, Any],
-                        signer: Pubkey) -> dict[str, Any]:
+    async def _read_ctx(self, tx_type: TxType, payload: Payload) -> dict[str, Any]:
         ctx: dict[str, Any] = {}
         for reader in tx_type.readers:
-            if reader == "meter_owner":
+            if reader is Read.METER_OWNER:
                 if not self.settings.registry_readings:
                     continue
-                meter = payload["meter_id"]
+                meter = str(payload.get("meter_id"))
                 if meter not in self._meter_owner:
                     self._meter_ok.pop(meter, None)
                     reason = (await self.check_meters([meter]))[meter]
                     if reason:
                         raise RuleNotMet("meter_not_active", reason)
-                ctx["meter_owner"] = self._meter_owner[meter]
-            elif reader == "active_orders":
+                ctx[reader] = self._meter_owner[meter]
+            elif reader is Read.ACTIVE_ORDERS:
                 acc = await self._decode("trading", "Market", self.pda(MARKET))
                 if acc is None:
                     raise RuleNotMet("market_missing", "the trading market is not initialized")
-                ctx["active_orders"] = int(acc["active_orders"])
-            elif reader == "token_account_exists":
-                data = (await self.pool.account_data(
-                    [Pubkey.from_string(payload["token_account"])]))[0]
+                ctx[reader] = int(acc["active_orders"])
+            elif reader is Read.TOKEN_ACCOUNT_EXISTS:
+                account = str(payload.get("token_account"))
+                data = (await self.pool.account_data([Pubkey.from_string(account)]))[0]
                 if data is None:
-                    raise RuleNotMet("no_token_account",
-                                     f"token account {payload['token_account']} does not exist")
-            elif reader == "from_balance":
-                data = (await self.pool.account_data(
-                    [Pubkey.from_string(payload["from_token_account"])]))[0]
+                    raise RuleNotMet("no_token_account", f"token account {account} does not exist")
+            elif reader is Read.FROM_BALANCE:
+                account = str(payload.get("from_token_account"))
+                amount = int(payload.get("amount"))
+                data = (await self.pool.account_data([Pubkey.from_string(account)]))[0]
                 if data is None or len(data) < 72:
-                    raise RuleNotMet("no_token_account",
-                                     f"token account {payload['from_token_account']} does not exist")
+                    raise RuleNotMet("no_token_account", f"token account {account} does not exist")
                 balance = struct.unpack_from("<Q", data, 64)[0]
-                if balance < int(payload["amount"]):
+                if balance < amount:
                     raise RuleNotMet("insufficient_balance",
-                                     f"balance {balance} < transfer amount {payload['amount']}")
-                ctx["from_balance"] = balance
+                                     f"balance {balance} < transfer amount {amount}")
+                ctx[reader] = balance
         return ctx
 
-    async def _rules(self, tx_type: TxType, payload: dict[str, Any], signer: Pubkey) -> None:
-        name = tx_type.name
-        if name == "meter_reading" and self.settings.require_registered_meters:
-            reason = (await self.check_meters([payload["meter_id"]]))[payload["meter_id"]]
+    # -- the entry point ---------------------------------------------------------------------
+    async def prepare_many(self, ops: Sequence[Operation]) -> tuple[list[PreparedOp],
+                                                                    list[Refused]]:
+        """Validate and encode the operations of one round, in order: (prepared, refused).
+
+        Every payload is parsed into its tx type's model first; the meters of all the operations
+        that need a registered meter are then checked in one chain read. Chain reads that fail
+        (RpcUnavailable) propagate: the round is retried.
+        """
+        parsed: list[tuple[int, TxType, Payload]] = []
+        refused: list[Refused] = []
+        for op in ops:
+            try:
+                row = tx_type(op.tx_type)
+                parsed.append((op.id, row, row.parse(op.payload)))
+            except OperationInvalid as exc:
+                refused.append(Refused(op.id, exc))
+        meters: dict[str, str | None] = {}
+        if self.settings.require_registered_meters:
+            wanted = [str(p.get("meter_id")) for _, row, p in parsed
+                      if Check.METER_ACTIVE in row.checks]
+            if wanted:
+                meters = await self.check_meters(wanted)
+        prepared: list[PreparedOp] = []
+        for op_id, row, payload in parsed:
+            try:
+                prepared.append(await self._prepare(op_id, row, payload, meters))
+            except OperationInvalid as exc:
+                refused.append(Refused(op_id, exc))
+        return prepared, refused
+
+    async def _prepare(self, op_id: int, tx_type: TxType, payload: Payload,
+                       meters: dict[str, str | None]) -> PreparedOp:
+        """One operation; `meters` holds the round's meter check (raises OperationInvalid)."""
+        if Check.METER_ACTIVE in tx_type.checks and self.settings.require_registered_meters:
+            reason = meters[str(payload.get("meter_id"))]
             if reason:
                 raise RuleNotMet("meter_not_active", reason)
-        elif name in ("meter_registration", "order_creation", "order_cancel"):
-            await self._user_active(signer)
-
-    # -- the entry point ---------------------------------------------------------------------
-    async def prepare(self, op_id: int, tx_type_name: str, raw_payload: dict[str, Any], *,
-                      rules_checked: bool = False) -> PreparedOp:
-        """Validate and encode one operation (raises an OperationInvalid subclass)."""
-        payload = check_input(tx_type_name, raw_payload)
-        check_age(tx_type_name, payload, self.settings.max_reading_age_s)
-        tx_type = TX_TYPES[tx_type_name]
+        tx_type.check_age(payload, self.settings.max_reading_age_s)
         kp = self.signer_for(tx_type, payload)
         signer = kp.pubkey()
-        if not rules_checked:
-            await self._rules(tx_type, payload, signer)
-        ctx = await self._read_ctx(tx_type, payload, signer)
+        if Check.SIGNER_ACTIVE in tx_type.checks:
+            await self._user_active(signer)
+        ctx = await self._read_ctx(tx_type, payload)
         ixs: list[Instruction] = []
         cosigners: list[Keypair] = []
-        for ix in instructions_of(tx_type, payload):
+        for ix in tx_type.instructions_for(payload):
             if ix.when and not getattr(self.settings, ix.when):
                 continue
             if ix.cosigner:

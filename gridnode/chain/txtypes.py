@@ -1,22 +1,54 @@
-"""The transaction types gridnode sends, as a table.
+"""The transaction types gridnode sends: one row each, carrying its payload model.
 
-Each entry says which program instruction(s) an outbox operation becomes, where every argument
-and account comes from (the payload, the signer, a PDA, a value read from chain just before
-building), who signs, whether several operations may share one transaction, and which on-chain
-errors mean "rebuild and try again" rather than "failed". Adding a tx type is adding a row.
+Adding a tx type is exactly:
+    1. one payload model: a `Payload` subclass in gridnode/chain/validation.py with the fields a
+       producer fills in and their checks;
+    2. one row in `TX_TYPES` below: its name, that model, the signer, the instructions with the
+       source of every argument and account, the chain reads and rule checks it needs, whether
+       it batches, the program errors that mean "rebuild", and the payload fields that make its
+       idempotency key;
+    3. tests: the model's checks (tests/chain/test_validation.py) and the type landing on the
+       localnet (tests/e2e/test_tx_types.py).
+Nothing else changes: a producer builds the model and enqueues `new_operation(model)` with
+gridnode.store.operations.add; the builder, the submitter and the monitor read the row. The
+name appears only in its row.
 
-Sources used in the table:
+Sources used in the rows:
     "payload.<key>"       a payload field (pubkeys as base58 strings)
     "signer"              the pubkey of the signing key
     "program.<name>"      a well-known program id ("system", "token", "self" = the called program)
     Pda(program, seeds)   a PDA; seeds are bytes constants or sources, "u64le:<ctx>" packs a value
-    "ctx.<name>"          a value read from chain by the named reader (see instructions.READERS)
+    "ctx.<name>"          a value read from chain just before building by the `Read` of that name
+                          (gridnode.chain.instructions.InstructionBuilder reads it)
     "a|b"                 the first source that is present (optional accounts: "|program.self")
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from gridnode.chain.validation import (
+    ErcIssuancePayload,
+    ErcValidationPayload,
+    InvalidInput,
+    MarketClearingPayload,
+    MeterReadingPayload,
+    MeterRegistrationPayload,
+    OrderCancelPayload,
+    OrderCreationPayload,
+    Payload,
+    TokenMintingPayload,
+    TokenTransferPayload,
+    TooOld,
+    UserRegistrationPayload,
+)
+from gridnode.store.operations import NewOperation
 
 
 @dataclass(frozen=True)
@@ -35,15 +67,75 @@ class Ix:
     cosigner: str | None = None      # a source naming one more key that must sign this ix
 
 
+class Read(StrEnum):
+    """Chain state read just before building; the value lands in "ctx.<name>"."""
+
+    METER_OWNER = "meter_owner"                    # registry owner of payload.meter_id
+    ACTIVE_ORDERS = "active_orders"                # Market.active_orders (the next order PDA)
+    TOKEN_ACCOUNT_EXISTS = "token_account_exists"  # payload.token_account exists
+    FROM_BALANCE = "from_balance"                  # payload.from_token_account holds the amount
+
+
+class Check(StrEnum):
+    """Business rules checked on chain before building (failing: stays pending, re-checked)."""
+
+    METER_ACTIVE = "meter_active"    # payload.meter_id registered and Active (when required)
+    SIGNER_ACTIVE = "signer_active"  # the signing user registered and Active
+
+
 @dataclass(frozen=True)
 class TxType:
     name: str
+    payload: type[Payload]           # the model producers build and the builder reads
     signer: str                      # key role: "gateway", "authority", or "payload.<key>"
     instructions: tuple[Ix, ...] = ()
-    variants: dict[str, tuple[Ix, ...]] = field(default_factory=dict)  # by payload["side"]
+    variants: dict[str, tuple[Ix, ...]] = field(default_factory=dict)  # by payload.side
     batchable: bool = False
-    readers: tuple[str, ...] = ()    # chain reads done just before building
+    readers: tuple[Read, ...] = ()   # chain reads done just before building
+    checks: tuple[Check, ...] = ()
     rebuild_on: frozenset[int] = frozenset()  # program error codes that mean "re-read, rebuild"
+    key: tuple[str, ...] = ()        # payload fields of the idempotency key, after the name
+    aged_by: str | None = None       # payload field (Unix s): older than outbox.max_age -> parked
+
+    def parse(self, raw: Mapping[str, Any]) -> Payload:
+        """The stored payload as this type's model; InvalidInput names the field and the rule."""
+        try:
+            return self.payload.model_validate(dict(raw))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "payload"
+            raise InvalidInput("invalid_payload",
+                               f"{self.name} payload field {where}: {first['msg']}",
+                               field=where) from exc
+
+    def idempotency_key(self, payload: Payload) -> str:
+        """`<name>:<key field>:...`: the same logical operation always gets the same key."""
+        if not self.key:
+            raise ValueError(f"{self.name} has no key fields: the producer names the operation")
+        return ":".join([self.name, *(str(payload.get(f)) for f in self.key)])
+
+    def instructions_for(self, payload: Payload) -> tuple[Ix, ...]:
+        if self.variants:
+            side = str(payload.get("side"))
+            if side not in self.variants:
+                raise InvalidInput("invalid_payload",
+                                   f"{self.name} side {side!r}: one of {sorted(self.variants)}")
+            return self.variants[side]
+        return self.instructions
+
+    def check_age(self, payload: Payload, max_age_s: float | None,
+                  now: float | None = None) -> None:
+        """Raise TooOld when the payload is older than `max_age_s`: parked for an operator,
+        neither sent late nor dropped (oracle readings)."""
+        if self.aged_by is None or not max_age_s:
+            return
+        at = float(payload.get(self.aged_by))
+        age = (now if now is not None else time.time()) - at
+        if age > max_age_s:
+            what = ":".join(str(payload.get(f)) for f in self.key) or self.name
+            raise TooOld("reading_too_old",
+                         f"{self.name} {what} is {age:.0f} s old (limit {max_age_s:.0f} s)",
+                         age_s=round(age))
 
 
 ORACLE_DATA = Pda("oracle", (b"oracle_data",))
@@ -66,9 +158,13 @@ _ORDER_ACCOUNTS: dict[str, str | Pda] = {
 TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     TxType(
         name="meter_reading",
+        payload=MeterReadingPayload,
         signer="gateway",
         batchable=True,
-        readers=("meter_owner",),
+        readers=(Read.METER_OWNER,),
+        checks=(Check.METER_ACTIVE,),
+        key=("meter_id", "interval_end"),
+        aged_by="interval_end",
         instructions=(
             Ix("oracle", "submit_meter_reading",
                args={"meter_id": "payload.meter_id", "energy_produced": "payload.energy_produced_wh",
@@ -86,7 +182,9 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="user_registration",
+        payload=UserRegistrationPayload,
         signer="payload.user",
+        key=("user",),
         instructions=(
             Ix("registry", "register_user",
                args={"user_type": "payload.user_type", "location": "payload.location"},
@@ -96,7 +194,10 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="meter_registration",
+        payload=MeterRegistrationPayload,
         signer="payload.owner",
+        checks=(Check.SIGNER_ACTIVE,),
+        key=("meter_id",),
         instructions=(
             Ix("registry", "register_meter",
                args={"meter_id": "payload.meter_id", "meter_type": "payload.meter_type"},
@@ -107,7 +208,9 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="market_clearing",
+        payload=MarketClearingPayload,
         signer="gateway",
+        key=("epoch",),
         instructions=(
             Ix("oracle", "trigger_market_clearing", args={},
                accounts={"oracle_data": ORACLE_DATA, "authority": "signer"}),
@@ -115,8 +218,10 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="order_creation",
+        payload=OrderCreationPayload,
         signer="payload.owner",
-        readers=("active_orders",),
+        readers=(Read.ACTIVE_ORDERS,),
+        checks=(Check.SIGNER_ACTIVE,),
         rebuild_on=frozenset({2006, 0}),  # ConstraintSeeds (index moved), "already in use"
         variants={
             "sell": (Ix("trading", "create_sell_order",
@@ -131,7 +236,10 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="order_cancel",
+        payload=OrderCancelPayload,
         signer="payload.owner",
+        checks=(Check.SIGNER_ACTIVE,),
+        key=("order",),
         instructions=(
             Ix("trading", "cancel_order", args={},
                accounts={"market": MARKET, "order": "payload.order", "authority": "signer"}),
@@ -139,9 +247,10 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="token_minting",
+        payload=TokenMintingPayload,
         signer="authority",
         batchable=True,
-        readers=("token_account_exists",),
+        readers=(Read.TOKEN_ACCOUNT_EXISTS,),
         instructions=(
             Ix("energy_token", "mint_tokens_direct", args={"amount": "payload.amount"},
                accounts={"token_info": TOKEN_INFO, "mint": ENERGY_MINT,
@@ -151,8 +260,9 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="token_transfer",
+        payload=TokenTransferPayload,
         signer="payload.owner",
-        readers=("from_balance",),
+        readers=(Read.FROM_BALANCE,),
         instructions=(
             Ix("energy_token", "transfer_tokens", args={"amount": "payload.amount"},
                accounts={"from_token_account": "payload.from_token_account",
@@ -162,7 +272,9 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="erc_issuance",
+        payload=ErcIssuancePayload,
         signer="authority",
+        key=("certificate_id",),
         instructions=(
             Ix("governance", "issue_erc",
                args={"certificate_id": "payload.certificate_id",
@@ -177,7 +289,9 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     ),
     TxType(
         name="erc_validation",
+        payload=ErcValidationPayload,
         signer="authority",
+        key=("certificate_id",),
         instructions=(
             Ix("governance", "validate_erc_for_trading", args={},
                accounts={"poa_config": POA_CONFIG,
@@ -188,10 +302,26 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
 )}
 
 
-def instructions_of(tx_type: TxType, payload: dict[str, object]) -> tuple[Ix, ...]:
-    if tx_type.variants:
-        side = str(payload.get("side", ""))
-        if side not in tx_type.variants:
-            raise KeyError(side)
-        return tx_type.variants[side]
-    return tx_type.instructions
+_BY_MODEL: dict[type[Payload], TxType] = {t.payload: t for t in TX_TYPES.values()}
+assert len(_BY_MODEL) == len(TX_TYPES), "each tx type has its own payload model"
+
+
+def tx_type(name: str) -> TxType:
+    """The row of a stored operation's tx type; InvalidInput when there is none."""
+    row = TX_TYPES.get(name)
+    if row is None:
+        raise InvalidInput("unknown_tx_type", f"no tx type {name!r}; known: {sorted(TX_TYPES)}")
+    return row
+
+
+def tx_type_of(payload: Payload) -> TxType:
+    """The row whose model `payload` is."""
+    return _BY_MODEL[type(payload)]
+
+
+def new_operation(payload: Payload, idempotency_key: str | None = None) -> NewOperation:
+    """The outbox operation for `payload`, its idempotency key derived from the row's key fields
+    unless the producer names the operation itself (types without key fields need that)."""
+    row = tx_type_of(payload)
+    return NewOperation(row.name, payload.model_dump(mode="json"),
+                        idempotency_key or row.idempotency_key(payload))

@@ -7,24 +7,35 @@ with the operation:
     RuleNotMet        the chain does not (yet) allow it (meter inactive, balance too low, ...)
                       -> stays pending and is re-checked later; nothing is lost
     TooOld            an oracle reading older than the configured age    -> parked
+
+The payload models of the tx types are here too (one per row of gridnode.chain.txtypes.TX_TYPES):
+producers build them, the builder reads their fields.
 """
 
 from __future__ import annotations
 
-import time
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from solders.pubkey import Pubkey
 
 U64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
 I64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
+class Outcome(StrEnum):
+    """What the outbox does with an operation that cannot be turned into a transaction now."""
+
+    FAILED = "failed"      # ends failed (an operator may retry it)
+    RETRY = "retry"        # stays pending, re-checked after outbox.rule_retry_s
+    PARKED = "parked"      # waits for an operator
+
+
 class OperationInvalid(Exception):
     """Base: why an operation cannot be turned into a transaction now."""
 
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
     def __init__(self, code: str, message: str, **details: Any) -> None:
         super().__init__(f"{code}: {message}")
@@ -34,19 +45,19 @@ class OperationInvalid(Exception):
 
 
 class InvalidInput(OperationInvalid):
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
 
 class NotPermitted(OperationInvalid):
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
 
 class RuleNotMet(OperationInvalid):
-    outcome = "retry"
+    outcome = Outcome.RETRY
 
 
 class TooOld(OperationInvalid):
-    outcome = "parked"
+    outcome = Outcome.PARKED
 
 
 def _pubkey(v: str) -> str:
@@ -57,11 +68,17 @@ def _pubkey(v: str) -> str:
     return v
 
 
-class _Payload(BaseModel):
+class Payload(BaseModel):
+    """Base of the payload models: immutable; fields beyond the model's are kept, not checked."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
 
+    def get(self, name: str) -> Any:
+        """The field `name` (a row's "payload.<name>" source), None when absent."""
+        return getattr(self, name, None)
 
-class MeterIdMixin(_Payload):
+
+class MeterIdMixin(Payload):
     meter_id: str
 
     @field_validator("meter_id")
@@ -88,7 +105,7 @@ class MeterReadingPayload(MeterIdMixin):
         return v
 
 
-class UserRegistrationPayload(_Payload):
+class UserRegistrationPayload(Payload):
     user: str
     user_type: Literal["prosumer", "consumer"]
     location: str = Field(max_length=100)
@@ -101,11 +118,11 @@ class MeterRegistrationPayload(MeterIdMixin):
     _v = field_validator("owner")(_pubkey)
 
 
-class MarketClearingPayload(_Payload):
+class MarketClearingPayload(Payload):
     epoch: I64
 
 
-class OrderCreationPayload(_Payload):
+class OrderCreationPayload(Payload):
     owner: str
     side: Literal["sell", "buy"]
     energy_amount: Annotated[int, Field(gt=0, le=2**64 - 1)]
@@ -114,19 +131,19 @@ class OrderCreationPayload(_Payload):
     _v = field_validator("owner")(_pubkey)
 
 
-class OrderCancelPayload(_Payload):
+class OrderCancelPayload(Payload):
     owner: str
     order: str
     _v = field_validator("owner", "order")(_pubkey)
 
 
-class TokenMintingPayload(_Payload):
+class TokenMintingPayload(Payload):
     token_account: str
     amount: Annotated[int, Field(gt=0, le=2**64 - 1)]
     _v = field_validator("token_account")(_pubkey)
 
 
-class TokenTransferPayload(_Payload):
+class TokenTransferPayload(Payload):
     owner: str
     from_token_account: str
     to_token_account: str
@@ -157,48 +174,8 @@ class ErcIssuancePayload(MeterIdMixin):
         return v
 
 
-class ErcValidationPayload(_Payload):
+class ErcValidationPayload(Payload):
     certificate_id: str
-
-
-PAYLOADS: dict[str, type[_Payload]] = {
-    "meter_reading": MeterReadingPayload,
-    "user_registration": UserRegistrationPayload,
-    "meter_registration": MeterRegistrationPayload,
-    "market_clearing": MarketClearingPayload,
-    "order_creation": OrderCreationPayload,
-    "order_cancel": OrderCancelPayload,
-    "token_minting": TokenMintingPayload,
-    "token_transfer": TokenTransferPayload,
-    "erc_issuance": ErcIssuancePayload,
-    "erc_validation": ErcValidationPayload,
-}
-
-
-def check_input(tx_type: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload, validated; raises InvalidInput naming the field and what is allowed."""
-    model = PAYLOADS.get(tx_type)
-    if model is None:
-        raise InvalidInput("unknown_tx_type", f"no tx type {tx_type!r}; known: {sorted(PAYLOADS)}")
-    try:
-        return model.model_validate(payload).model_dump()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise InvalidInput("invalid_payload", f"{tx_type} payload field {where}: {first['msg']}",
-                           field=where) from exc
-
-
-def check_age(tx_type: str, payload: dict[str, Any], max_age_s: float | None,
-              now: float | None = None) -> None:
-    """Oracle readings older than `max_age_s` are parked for an operator, not sent or dropped."""
-    if tx_type != "meter_reading" or not max_age_s:
-        return
-    age = (now if now is not None else time.time()) - float(payload["interval_end"])
-    if age > max_age_s:
-        raise TooOld("reading_too_old",
-                     f"reading for {payload['meter_id']} at {payload['interval_end']} is {age:.0f} s old "
-                     f"(limit {max_age_s:.0f} s)", age_s=round(age))
 
 
 def enum_name(value: Any) -> str:

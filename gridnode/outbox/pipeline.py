@@ -25,6 +25,7 @@ from gridnode.config.chain import ChainConfig
 from gridnode.config.outbox import OutboxConfig
 from gridnode.keys import load_keypair
 from gridnode.log import get_logger
+from gridnode.outbox.inflight import InFlight
 from gridnode.outbox.monitor import Monitor
 from gridnode.outbox.recovery import Recovery
 from gridnode.outbox.submitter import Submitter
@@ -39,6 +40,11 @@ def signers_from_config(chain: ChainConfig, gateway: Keypair) -> Signers:
 
 
 class Pipeline:
+    """The outbox -> chain subsystem: builds its parts from the configuration and runs them.
+
+    The submitter, the monitor and the signature subscriber share one `InFlight`.
+    """
+
     name = "pipeline"
 
     def __init__(self, store: Store, chain: ChainConfig, outbox: OutboxConfig, signers: Signers,
@@ -66,12 +72,13 @@ class Pipeline:
             require_registered_meters=chain.require_registered_meters,
             max_reading_age_s=outbox.max_age_hours * 3600))
         self.recovery = Recovery(rec)
-        self.monitor = Monitor(store, self.pool, self.idls, self.recovery,
+        self.inflight = InFlight()
+        self.monitor = Monitor(store, self.pool, self.idls, self.recovery, self.inflight,
                                poll_interval_s=outbox.poll_interval_s)
         self.submitter = Submitter(store, self.pool, self.builder, self.blockhashes, self.fees,
-                                   self.monitor, self.recovery, chain, outbox)
+                                   self.inflight, self.recovery, chain, outbox)
         self.subscriber = (SignatureSubscriber([str(u) for u in chain.ws_urls],
-                                               lambda: self.monitor.inflight_signatures,
+                                               self.inflight.signatures,
                                                self.monitor.wake.set, commitment=chain.commitment)
                            if chain.ws_urls and chain.rpc.subscribe else None)
         self._started = time.monotonic()

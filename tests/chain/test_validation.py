@@ -1,18 +1,27 @@
-"""Input validation: typed errors that name the field and what is allowed."""
+"""Input validation: typed errors that name the field and what is allowed; each tx type's row
+derives idempotency keys and parks stale readings from its payload model."""
 
 from __future__ import annotations
 
 import pytest
 
 from gridnode.chain.fees import percentile
-from gridnode.chain.validation import InvalidInput, TooOld, check_age, check_input
+from gridnode.chain.txtypes import TX_TYPES, new_operation, tx_type, tx_type_of
+from gridnode.chain.validation import (
+    InvalidInput,
+    MeterReadingPayload,
+    TooOld,
+    UserRegistrationPayload,
+)
 
 READING = {"meter_id": "m1", "interval_start": 1_700_000_000, "interval_end": 1_700_000_900,
            "energy_produced_wh": 1200, "energy_consumed_wh": 300, "backfilled": False}
 
 
 def test_a_good_reading_passes() -> None:
-    assert check_input("meter_reading", READING)["energy_produced_wh"] == 1200
+    payload = tx_type("meter_reading").parse(READING)
+    assert isinstance(payload, MeterReadingPayload)
+    assert payload.energy_produced_wh == 1200
 
 
 @pytest.mark.parametrize(("change", "field"), [
@@ -23,23 +32,53 @@ def test_a_good_reading_passes() -> None:
 ])
 def test_bad_readings_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(InvalidInput) as err:
-        check_input("meter_reading", {**READING, **change})
+        tx_type("meter_reading").parse({**READING, **change})
     assert err.value.details["field"] == field
     assert field in str(err.value)
 
 
 def test_unknown_tx_type_and_bad_pubkey() -> None:
     with pytest.raises(InvalidInput, match="known"):
-        check_input("teleport", {})
+        tx_type("teleport")
     with pytest.raises(InvalidInput, match="owner"):
-        check_input("order_cancel", {"owner": "not-a-key", "order": "11111111111111111111111111111111"})
+        tx_type("order_cancel").parse(
+            {"owner": "not-a-key", "order": "11111111111111111111111111111111"})
 
 
 def test_old_readings_are_parked_not_dropped() -> None:
-    check_age("meter_reading", READING, 3600, now=1_700_000_900 + 3599)
+    row = tx_type("meter_reading")
+    payload = row.parse(READING)
+    row.check_age(payload, 3600, now=1_700_000_900 + 3599)
     with pytest.raises(TooOld) as err:
-        check_age("meter_reading", READING, 3600, now=1_700_000_900 + 3601)
+        row.check_age(payload, 3600, now=1_700_000_900 + 3601)
     assert err.value.outcome == "parked"
+    # other types have no age limit
+    user = UserRegistrationPayload(user="11111111111111111111111111111111", user_type="consumer",
+                                   location="x")
+    tx_type_of(user).check_age(user, 1, now=1e12)
+
+
+def test_the_producer_builds_the_model_and_the_row_names_the_operation() -> None:
+    op = new_operation(MeterReadingPayload(**READING))
+    assert op.tx_type == "meter_reading"
+    assert op.idempotency_key == "meter_reading:m1:1700000900"
+    assert dict(op.payload) == READING          # stored as plain JSON, parsed back the same
+    assert tx_type(op.tx_type).parse(op.payload) == MeterReadingPayload(**READING)
+    # a type without key fields needs the producer to name the operation
+    order = TX_TYPES["order_creation"].parse({
+        "owner": "11111111111111111111111111111111", "side": "buy", "energy_amount": 1,
+        "price_per_kwh": 2})
+    with pytest.raises(ValueError, match="no key fields"):
+        new_operation(order)
+    assert new_operation(order, "order:me:1").idempotency_key == "order:me:1"
+
+
+def test_every_row_has_its_own_model() -> None:
+    assert len({row.payload for row in TX_TYPES.values()}) == len(TX_TYPES)
+    for name, row in TX_TYPES.items():
+        assert row.name == name
+        for field in row.key:
+            assert field in row.payload.model_fields, (name, field)
 
 
 def test_percentile() -> None:
