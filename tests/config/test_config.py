@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from gridnode.config import ConfigError, load_config, parse_config
+from gridnode.config import ConfigError, GridnodeConfig, load_config, parse_config
 from gridnode.config.chain import ProgramIds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,3 +275,57 @@ def test_tls_files_without_tls_are_refused() -> None:
     assert errors[0][1] == "meters.mqtt" and "tls = true when ca_file is given" in errors[0][3]
     errors = _errors('[meters.mqtt]\ntls = true\nkey_file = "/etc/gridnode/client.key"\n')
     assert "cert_file with key_file" in errors[0][3]
+
+
+# --- the example names every key ---------------------------------------------------------------
+
+_COMMENTED_KEY = re.compile(r"^# (\[\[?[a-z_.]+\]\]?|[A-Za-z_\"][\w\".-]* = .*)$")
+
+
+def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Dotted key paths a model accepts (list items share their list's path; a dict field with
+    free-form keys is one path; every member of a union counts)."""
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.add(path)
+        for inner in _annotations(field.annotation):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                keys |= _model_keys(inner, path + ".")
+    return keys
+
+
+def _annotations(tp: object) -> list[object]:
+    """`tp` and what it holds: through Optional, unions, Annotated, lists and tuples, not dicts."""
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        return [tp]
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        args = args[:1]
+    return [tp, *(inner for a in args if a is not Ellipsis for inner in _annotations(a))]
+
+
+def _doc_keys(doc: object, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    items = doc if isinstance(doc, list) else [doc]
+    for item in items:
+        if isinstance(item, dict):
+            for name, value in item.items():
+                keys.add(f"{prefix}{name}")
+                keys |= _doc_keys(value, f"{prefix}{name}.")
+    return keys
+
+
+def test_the_example_names_every_key_the_models_accept() -> None:
+    """Every key, set or shown commented out as `# key = value` (or `# [table]`): an installer
+    reads the example as the reference of the configuration."""
+    text = EXAMPLE.read_text()
+    uncommented = "\n".join(line[2:] if _COMMENTED_KEY.match(line) else line
+                            for line in text.splitlines())
+    doc = tomllib.loads(uncommented)
+    free_form = {"logging.levels"}     # dict fields: their keys are the operator's
+    named = {k for k in _doc_keys(doc) if not any(k.startswith(f + ".") for f in free_form)}
+    accepted = _model_keys(GridnodeConfig)
+    assert accepted - named == set(), "keys the example does not name"
+    assert named - accepted == set(), "keys in the example that no model accepts"
