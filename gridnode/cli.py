@@ -1,6 +1,7 @@
 """The ``gridnode`` command: run the daemon and operate it.
 
-Exit status: 0 success, 2 usage or configuration error, 1 runtime failure.
+Exit status: 0 success, 2 usage or configuration error, 1 runtime failure, 141 (128 + SIGPIPE,
+as for any Unix tool) when the reader of the output went away (``gridnode outbox list | head``).
 """
 
 from __future__ import annotations
@@ -9,23 +10,42 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sqlite3
 import sys
 import time
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+
 from gridnode import __version__
-from gridnode.config import ConfigError, GridnodeConfig, load_config, summary
-from gridnode.keys import KeyFileError, generate_keypair_file
+from gridnode.chain.validation import MeterRegistrationPayload, UserRegistrationPayload
+from gridnode.config import (
+    ConfigError,
+    ConfigIssue,
+    GridnodeConfig,
+    does_nothing,
+    load_config,
+    summary,
+)
+from gridnode.keys import KeyFileError, generate_keypair_file, load_configured_keypairs
 from gridnode.store import MigrationError, Store, StoreError, transitions
 
+T = typing.TypeVar("T")
 DEFAULT_CONFIG = "/etc/gridnode/gridnode.toml"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 class CliError(Exception):
     """A runtime failure to report on stderr (exit 1)."""
+
+
+class UsageError(Exception):
+    """Arguments that can never succeed (a bad public key, a key this node does not hold);
+    reported on stderr, exit 2."""
 
 
 def _out(line: str = "") -> None:
@@ -51,7 +71,7 @@ def _database(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
     return path
 
 
-async def _with_store(path: Path, fn: Callable[[Store], Awaitable[int]]) -> int:
+async def _with_store(path: Path, fn: Callable[[Store], Awaitable[T]]) -> T:
     store = await Store.open(path)
     try:
         return await fn(store)
@@ -102,10 +122,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gridnode import daemon
-    from gridnode.log import configure_logging
+    from gridnode.config.machine import check_machine
+    from gridnode.log import configure_logging, get_logger
 
     cfg = _load(_config_path(args))
+    # What check-config finds on this machine is a configuration error here too (exit 2, which
+    # systemd does not retry), named by its key, before anything starts.
+    issues = check_machine(cfg, resolve=False)
+    if issues:
+        raise ConfigError(issues)
     configure_logging(cfg.logging)
+    if does_nothing(cfg):
+        get_logger(__name__).warning(
+            "nothing to do: no meters and no [chain] are configured", config=cfg.source)
     return asyncio.run(daemon.run(cfg))
 
 
@@ -165,8 +194,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             if m["read_at_ms"] is None:
                 line += "no reading yet"
             else:
+                export = (f"export={m['export_wh']} Wh" if m["export_wh"] is not None
+                          else "no export counter")
                 line += (f"last reading {_iso(m['read_at_ms'])} ({_age(now - m['read_at_ms'])} "
-                         f"ago) import={m['import_wh']} Wh export={m['export_wh']} Wh")
+                         f"ago) import={m['import_wh']} Wh {export}")
             if m["state"]:
                 why = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(m["rejections"]).items()))
                 line += (f"; accepted={m['accepted']} rejected={m['rejected']}"
@@ -258,6 +289,57 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(path, go))
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    """Queue a user or meter registration in the outbox; the running node signs and submits it.
+
+    The registry takes a registration only signed by the user's own wallet, so the wallet must be
+    one of ``chain.user_keypairs``; the payload is checked by the tx type's payload model before
+    anything is written, and the idempotency key makes a repeated command add nothing.
+    """
+    cfg = _load(_config_path(args))
+    if cfg.chain is None:
+        raise ConfigError([ConfigIssue(cfg.source, "chain", "<missing>", "a [chain] section: "
+                                       "the node's pipeline signs and submits registrations")])
+    wallets = [str(k.pubkey()) for k in load_configured_keypairs(
+        cfg.source, [(f"chain.user_keypairs[{i}]", p)
+                     for i, p in enumerate(cfg.chain.user_keypairs)])]
+    signer = args.user if args.what == "user" else args.owner
+    if signer is None:
+        if len(wallets) != 1:
+            raise UsageError(f"name the {'user' if args.what == 'user' else 'owner'}: the node "
+                             f"holds {len(wallets)} user wallets (chain.user_keypairs)")
+        signer = wallets[0]
+    if signer not in wallets:
+        raise UsageError(
+            f"{signer} must sign its own registration, and no key in chain.user_keypairs is its "
+            f"keypair (those are: {', '.join(wallets) or 'none'})")
+    try:
+        if args.what == "user":
+            tx_type, key, what = "user_registration", f"user_registration:{signer}", f"user {signer}"
+            payload: BaseModel = UserRegistrationPayload(
+                user=signer, user_type=args.type, location=args.location)
+        else:
+            tx_type, key = "meter_registration", f"meter_registration:{args.meter_id}"
+            what = f"meter {args.meter_id!r} of {signer}"
+            payload = MeterRegistrationPayload(
+                owner=signer, meter_id=args.meter_id, meter_type=args.type)
+    except ValidationError as exc:
+        raise UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                   for e in exc.errors())) from None
+    path = Path(args.db) if args.db else cfg.node.database
+
+    async def go(store: Store) -> tuple[int, bool]:
+        async with store.write() as tx:
+            return await tx.add_operation(tx_type, payload.model_dump(), key)
+
+    op_id, created = asyncio.run(_with_store(path, go))
+    where = f" --db {args.db}" if args.db else (f" -c {args.config}" if args.config else "")
+    _out(f"operation {op_id}: {tx_type} of {what} "
+         + ("queued" if created else "was queued before; nothing added"))
+    _out(f"  the running node signs and submits it; follow it: gridnode outbox show {op_id}{where}")
+    return EXIT_OK
+
+
 def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
 
@@ -271,6 +353,11 @@ def _age(ms: float) -> str:
 
 
 # --- argument parsing -------------------------------------------------------------------------
+
+def _choices(model: type[BaseModel], field: str) -> tuple[str, ...]:
+    """The values a Literal field of a payload model allows (one source for CLI and checks)."""
+    return typing.get_args(model.model_fields[field].annotation)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -318,6 +405,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="note recorded in the audit log")
     p.set_defaults(fn=cmd_outbox_retry)
 
+    reg = sub.add_parser("register", help="register a user or a meter on chain (through the "
+                         "outbox)").add_subparsers(dest="what", required=True, metavar="WHAT")
+    p = with_config(reg.add_parser("user", help="register a user wallet held by this node"),
+                    db=True)
+    p.add_argument("user", nargs="?", help="the wallet's public key (default: the only one in "
+                   "chain.user_keypairs)")
+    p.add_argument("--type", required=True, choices=_choices(UserRegistrationPayload, "user_type"))
+    p.add_argument("--location", required=True, help="free text, at most 100 bytes")
+    p.set_defaults(fn=cmd_register)
+    p = with_config(reg.add_parser("meter", help="register a meter of a user wallet held by this "
+                                   "node"), db=True)
+    p.add_argument("meter_id", help="the meter's on-chain id (1-32 bytes), as in the meters "
+                   "configuration")
+    p.add_argument("--owner", help="the owner's public key (default: the only one in "
+                   "chain.user_keypairs)")
+    p.add_argument("--type", required=True,
+                   choices=_choices(MeterRegistrationPayload, "meter_type"))
+    p.set_defaults(fn=cmd_register)
+
     sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
     return parser
 
@@ -325,11 +431,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        code = int(args.fn(args))
+        sys.stdout.flush()      # a reader that left shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `gridnode outbox list | head`: the reader left. Quiet, and the status a process killed
+        # by SIGPIPE has; stdout goes to /dev/null so the final flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         _err(f"configuration error{'s' if len(exc.errors) > 1 else ''} ({len(exc.errors)}):")
         for issue in exc.errors:
             _err(f"  {issue}")
+        return EXIT_USAGE
+    except UsageError as exc:
+        _err(f"gridnode: {exc}")
         return EXIT_USAGE
     except (CliError, StoreError, MigrationError) as exc:
         _err(f"gridnode: {exc}")
@@ -338,8 +454,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"gridnode: database: {exc}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        return EXIT_FAILURE
-    except BrokenPipeError:
-        # `gridnode outbox list | head`: the reader left; stay quiet about it.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE

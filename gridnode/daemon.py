@@ -18,14 +18,16 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
 from solders.keypair import Keypair
 
+from gridnode.chain.signers import Signers
 from gridnode.config import ConfigError, ConfigIssue, GridnodeConfig
-from gridnode.keys import KeyFileError, load_keypair
+from gridnode.config.machine import check_machine
+from gridnode.keys import load_configured_keypairs
 from gridnode.log import get_logger
 from gridnode.meters.service import MetersSubsystem
 from gridnode.outbox.pipeline import Pipeline
@@ -49,7 +51,7 @@ class Subsystem(Protocol):
 
 
 class DaemonError(Exception):
-    """The daemon could not start (bad key file, missing keypair); exit status 1."""
+    """The daemon could not start (another one holds the data directory); exit status 1."""
 
 
 def build_subsystems(config: GridnodeConfig, store: Store,
@@ -58,28 +60,64 @@ def build_subsystems(config: GridnodeConfig, store: Store,
 
     Building must not start anything or talk to the outside (that is what ``run`` is for):
     ``gridnode check-config`` builds the subsystems against a throwaway store to report, as
-    ConfigError, what only a subsystem can judge (a meter profile that does not exist).
+    ConfigError, what only a subsystem can judge (a meter profile that does not exist). The
+    ConfigError lists what every subsystem refused, not only the first one's.
     """
     subsystems: list[Subsystem] = []
+    issues: list[ConfigIssue] = []
+    builders: list[Callable[[], Subsystem]] = []
     if config.meters.buses or (config.meters.mqtt and config.meters.mqtt.meters):
-        subsystems.append(MetersSubsystem.from_config(config, store, file=config.source))
+        builders.append(lambda: MetersSubsystem.from_config(config, store, file=config.source))
     if config.chain is not None and keys is not None:
-        subsystems.append(Pipeline.from_config(config, store, keys))
+        builders.append(lambda: _pipeline(config, store, keys))
+    for build in builders:
+        try:
+            subsystems.append(build())
+        except ConfigError as exc:
+            issues += exc.errors
+    if issues:
+        raise ConfigError(issues)
     return subsystems
 
 
-async def check_config(config: GridnodeConfig) -> list[ConfigIssue]:
-    """What ``run`` would refuse in a configuration that validates: key file, subsystem checks."""
+def _pipeline(config: GridnodeConfig, store: Store, gateway: Keypair) -> Pipeline:
+    """The pipeline with every signing key the configuration names; ConfigError lists each key
+    file that cannot be used together with what the pipeline itself refuses (IDLs)."""
+    chain = config.chain
+    assert chain is not None
     issues: list[ConfigIssue] = []
+    authority, users = None, []
+    named = [("chain.authority_keypair", chain.authority_keypair)] if chain.authority_keypair \
+        else []
+    named += [(f"chain.user_keypairs[{i}]", p) for i, p in enumerate(chain.user_keypairs)]
+    try:
+        keypairs = load_configured_keypairs(config.source, named)
+        authority = keypairs.pop(0) if chain.authority_keypair else None
+        users = keypairs
+    except ConfigError as exc:
+        issues += exc.errors      # the pipeline is still built (without them) to judge the rest
+    try:
+        pipeline = Pipeline(store, chain, config.outbox, Signers.of(gateway, authority, users),
+                            source=config.source)
+    except ConfigError as exc:
+        issues += exc.errors
+    if issues:
+        raise ConfigError(issues)
+    return pipeline
+
+
+async def check_config(config: GridnodeConfig) -> list[ConfigIssue]:
+    """What ``run`` would refuse in a configuration that validates: the machine (data directory,
+    TLS files, bus names), key files, and what the subsystems judge (profiles, IDLs)."""
+    issues = check_machine(config, resolve=True)
     keys = None
     path = config.keys.gateway_keypair_path()
     # A keypair not created yet is for the installer's next step, not a configuration error.
     if config.chain is not None and path is not None and path.exists():
         try:
-            keys = load_keypair(path)
-        except KeyFileError as exc:
-            issues.append(ConfigIssue(config.source, "keys.gateway_keypair", repr(str(path)),
-                                      f"a usable keypair file ({exc})"))
+            keys = _gateway_keypair(config)
+        except ConfigError as exc:
+            issues += exc.errors
     with tempfile.TemporaryDirectory(prefix="gridnode-check-") as tmp:
         store = await Store.open(Path(tmp) / "check.db")
         try:
@@ -92,19 +130,28 @@ async def check_config(config: GridnodeConfig) -> list[ConfigIssue]:
 
 
 def load_gateway_keys(config: GridnodeConfig) -> Keypair | None:
-    """The gateway keypair when a chain is configured (it is only needed to sign)."""
-    path = config.keys.gateway_keypair_path()
+    """The gateway keypair when a chain is configured (it is only needed to sign).
+
+    Raises ConfigError when it is missing or unusable: a configuration error (exit status 2,
+    which systemd does not retry), not a runtime failure.
+    """
     if config.chain is None:
         return None
-    if path is None:
-        raise DaemonError("[chain] is configured but no keypair: set keys.gateway_keypair or "
-                          "provide the 'keypair' systemd credential")
-    try:
-        keypair = load_keypair(path)
-    except KeyFileError as exc:
-        raise DaemonError(str(exc)) from None
-    log.info("gateway keypair loaded", pubkey=str(keypair.pubkey()), path=str(path))
+    keypair = _gateway_keypair(config)
+    log.info("gateway keypair loaded", pubkey=str(keypair.pubkey()),
+             path=str(config.keys.gateway_keypair_path()))
     return keypair
+
+
+def _gateway_keypair(config: GridnodeConfig) -> Keypair:
+    path = config.keys.gateway_keypair_path()
+    if path is None:
+        raise ConfigError([ConfigIssue(
+            config.source, "keys.gateway_keypair", "<missing>",
+            f"a keypair file, since [chain] is configured (or the systemd credential "
+            f"'{config.keys.credential}'; gridnode keygen PATH makes one)")])
+    key = "keys.gateway_keypair" if path == config.keys.gateway_keypair else "keys.credential"
+    return load_configured_keypairs(config.source, [(key, path)])[0]
 
 
 class Daemon:
@@ -143,7 +190,7 @@ class Daemon:
             self.notifier.stopping(f"cannot start: {exc}")
             if lock is not None:
                 lock.close()
-            return 1
+            return 2 if isinstance(exc, ConfigError) else 1
         assert lock is not None
         try:
             for mig in store.applied_now:

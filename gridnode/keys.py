@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from solders.keypair import Keypair
+
+from gridnode.config import ConfigError, ConfigIssue
 
 
 class KeyFileError(Exception):
@@ -68,3 +71,22 @@ def load_keypair(path: str | Path) -> Keypair:
     except ValueError:
         raise KeyFileError(f"keypair {path}: the public half does not match the secret half") from None
     return keypair
+
+
+def load_configured_keypairs(file: str, named: Sequence[tuple[str, Path]]) -> list[Keypair]:
+    """Load every keypair a configuration names, as (key path, file) pairs, in order.
+
+    A key file that cannot be used is a configuration error, not a runtime failure: ConfigError
+    lists every such file by its key (``chain.user_keypairs[1]``), so the operator fixes them in
+    one round and systemd does not retry a node that cannot start.
+    """
+    keypairs: list[Keypair] = []
+    issues: list[ConfigIssue] = []
+    for key, path in named:
+        try:
+            keypairs.append(load_keypair(path))
+        except KeyFileError as exc:
+            issues.append(ConfigIssue(file, key, repr(str(path)), f"a usable keypair file ({exc})"))
+    if issues:
+        raise ConfigError(issues)
+    return keypairs

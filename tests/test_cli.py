@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gridnode.cli import main
+from gridnode.keys import generate_keypair_file
 from gridnode.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,3 +175,180 @@ def test_module_entry_point_and_version() -> None:
     proc = subprocess.run([sys.executable, "-m", "gridnode", "version"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("gridnode 0.")
+
+
+def _gridnode(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gridnode", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_check_config_reports_every_problem_run_would_fail_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    gw = tmp_path / "gw.json"
+    run_cli(capsys, "keygen", str(gw))
+    gw.chmod(0o644)
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(f"""
+[node]
+data_dir = "{afile}"
+[keys]
+gateway_keypair = "{gw}"
+[chain]
+rpc_urls = ["http://127.0.0.1:1"]
+idl_dir = "{tmp_path / 'no-idl'}"
+user_keypairs = ["{tmp_path / 'absent-user.json'}"]
+[meters]
+profiles_dir = "{tmp_path / 'no-profiles'}"
+[[meters.buses]]
+kind = "tcp"
+host = "127.0.0.1"
+port = 1
+[[meters.buses.meters]]
+meter_id = "m1"
+unit_id = 1
+profile = "sdm630"
+rated_power_w = 1000
+[meters.mqtt]
+tls = true
+ca_file = "{tmp_path / 'absent-ca.pem'}"
+[[meters.mqtt.meters]]
+meter_id = "m2"
+format = "tasmota"
+topic = "tele/m2/SENSOR"
+""")
+    code, out, err = run_cli(capsys, "check-config", str(cfg))
+    assert code == 2 and out == ""
+    assert "configuration errors (6):" in err
+    lines = err.splitlines()[1:]
+    by_key = {line.split(" = ")[0].split(": ", 1)[1]: line for line in lines}
+    assert set(by_key) == {"node.data_dir", "keys.gateway_keypair", "chain.user_keypairs[0]",
+                           "chain.idl_dir", "meters.profiles_dir", "meters.mqtt.ca_file"}
+    assert f"node.data_dir = '{afile}': expected a directory gridnode can create or write " \
+           "(it is a file)" in by_key["node.data_dir"]
+    assert "chmod 600" in by_key["keys.gateway_keypair"]
+    assert "No such file or directory" in by_key["chain.user_keypairs[0]"]
+    assert "a PEM file of CA certificates" in by_key["meters.mqtt.ca_file"]
+    assert all(line.startswith(f"  {cfg}: ") for line in lines)
+
+
+def test_a_ca_file_that_is_not_pem_and_a_data_dir_under_a_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(f'[node]\ndata_dir = "{tmp_path / "afile" / "state"}"\n'
+                   f'[meters.mqtt]\ntls = true\nca_file = "{tmp_path / "ca.pem"}"\n')
+    code, _, err = run_cli(capsys, "check-config", str(cfg))
+    assert code == 2
+    assert f"{tmp_path / 'afile'} is a file" in err
+    assert "meters.mqtt.ca_file" in err and "a PEM file of CA certificates" in err
+
+
+@pytest.mark.parametrize("case", ["key-mode", "key-absent", "key-content", "user-key-absent",
+                                  "data-dir-file", "ca-file-absent", "empty-file"])
+def test_run_exits_2_on_a_configuration_error(tmp_path: Path, case: str) -> None:
+    """Under systemd exit status 2 is not retried (RestartPreventExitStatus): a node that cannot
+    start because of its configuration must say so with 2, never 1."""
+    gw = tmp_path / "gw.json"
+    generate_keypair_file(gw)
+    user = tmp_path / "user.json"
+    generate_keypair_file(user)
+    data_dir = tmp_path / "state"
+    extra = ""
+    if case == "key-mode":
+        gw.chmod(0o640)
+    elif case == "key-absent":
+        gw.unlink()
+    elif case == "key-content":
+        gw.write_text("[1, 2, 3]")
+    elif case == "user-key-absent":
+        user.unlink()
+    elif case == "data-dir-file":
+        data_dir.write_text("x")
+    elif case == "ca-file-absent":
+        extra = f'[meters.mqtt]\ntls = true\nca_file = "{tmp_path / "ca.pem"}"\n'
+    cfg = tmp_path / "site.toml"
+    cfg.write_text("" if case == "empty-file" else f"""
+[node]
+data_dir = "{data_dir}"
+[keys]
+gateway_keypair = "{gw}"
+[chain]
+rpc_urls = ["http://127.0.0.1:1"]
+user_keypairs = ["{user}"]
+{extra}""")
+    proc = _gridnode("run", "-c", str(cfg))
+    key = {"key-mode": "keys.gateway_keypair", "key-absent": "keys.gateway_keypair",
+           "key-content": "keys.gateway_keypair", "user-key-absent": "chain.user_keypairs[0]",
+           "data-dir-file": "node.data_dir", "ca-file-absent": "meters.mqtt.ca_file",
+           "empty-file": "<empty>"}[case]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert key in proc.stderr and "Traceback" not in proc.stderr
+    assert "event=ready" not in proc.stderr
+
+
+def test_check_config_says_what_is_not_implemented_and_when_nothing_would_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[node]\nid = "x"\n[api]\nport = 9000\n[upstream]\nurl = "https://p.example/"\n')
+    code, out, _ = run_cli(capsys, "check-config", str(cfg))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == ("  does nothing: no meters and no [chain] are configured, so the node "
+                        "would only keep its database open")
+    assert ("  upstream: not implemented yet; [upstream] (https://p.example/) is ignored, "
+            "nothing is synced") in lines
+    assert "  api: not implemented yet; [api] is ignored, no HTTP endpoint is served" in lines
+    assert "http://" not in out and "9000" not in out
+
+    code, out, _ = run_cli(capsys, "check-config", str(REPO / "config/gridnode.example.toml"))
+    assert code == 0 and "does nothing" not in out
+
+    cfg.write_text("# only a comment\n")
+    code, out, err = run_cli(capsys, "check-config", str(cfg))
+    assert code == 2 and out == ""
+    assert f"{cfg} = <empty>: expected at least one section; an empty file configures " in err
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+
+    async def seed() -> None:
+        store = await Store.open(db)
+        async with store.write() as tx:
+            for i in range(3000):       # far more than a pipe buffer holds
+                await tx.add_operation("meter_reading", {"n": i}, f"k:{i}")
+        await store.close()
+
+    asyncio.run(seed())
+    proc = subprocess.Popen([sys.executable, "-m", "gridnode", "outbox", "list", "--db", str(db),
+                             "--limit", "3000"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()          # `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141     # 128 + SIGPIPE, as `yes | head -1` gives
+    assert first.split()[:2] == [b"id", b"status"]
+    assert err == ""
+
+
+def test_status_says_when_a_meter_has_no_export_counter(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "g.db"
+
+    async def seed() -> None:
+        store = await Store.open(db)
+        async with store.write() as tx:
+            await tx.execute("INSERT INTO meters (meter_id, source, profile, created_at_ms, "
+                             "updated_at_ms) VALUES ('flat', 'mqtt', 'tasmota', 0, 0)")
+            await tx.execute("INSERT INTO readings (meter_id, read_at_ms, received_at_ms, "
+                             "import_wh, export_wh) VALUES ('flat', 1000, 1000, 42.5, NULL)")
+        await store.close()
+
+    asyncio.run(seed())
+    code, out, _ = run_cli(capsys, "status", "--db", str(db))
+    assert code == 0 and "None" not in out
+    assert "import=42.5 Wh no export counter" in out

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gridnode import daemon
-from gridnode.config import parse_config
+from gridnode.config import ConfigError, parse_config
 from gridnode.store import Store
 from gridnode.systemd import Notifier
 
@@ -217,9 +217,10 @@ async def test_chain_without_a_usable_keypair_refuses_to_start(tmp_path: Path) -
     key.chmod(0o644)
     cfg = parse_config(_config(tmp_path, f'[keys]\ngateway_keypair = "{key}"\n'
                                          '[chain]\nrpc_urls = ["http://127.0.0.1:1"]\n').read_text())
-    with pytest.raises(daemon.DaemonError, match="chmod 600"):
+    with pytest.raises(ConfigError, match="chmod 600"):
         daemon.load_gateway_keys(cfg)
-    assert await daemon.Daemon(cfg, Notifier({})).run() == 1
+    # A configuration error, like every other: exit status 2, which systemd does not retry.
+    assert await daemon.Daemon(cfg, Notifier({})).run() == 2
 
 
 async def test_a_config_error_found_while_building_subsystems_exits_2(
