@@ -122,32 +122,56 @@ class Localnet:
             log.info("restored ledger at slot %d from %s", ledger.slot, self.snapshot_path)
         else:
             boot.fund(ledger.set_account, ids)
-        main_view = View(ledger, lambda: 0, self.health_slot_distance)
-        await self._serve(main_view, self.port, admin=True)
-        if self.lag_port is not None:
-            lag_view = View(ledger, lambda: self.faults.faults.lag_slots,
-                            self.health_slot_distance)
-            await self._serve(lag_view, self.lag_port, admin=False)
         initialized: list[str] = []
+        before = ledger.slot
         if self.bootstrap_enabled and deployed:
             initialized = await self._initialize_programs(deployed, restored)
+        self._warm_up(FINALIZED_DEPTH + (ledger.slot if ledger.slot > before else 1))
+        if not self.manual:
+            self._clock = asyncio.create_task(self._run_clock(), name="localnet-slot-clock")
+        try:
+            # Listen only now: whoever connects finds the programs initialized, the clock
+            # running and every commitment level moving (getHealth "ok" means ready).
+            await self._serve(View(ledger, lambda: 0, self.health_slot_distance), self.port,
+                              admin=True)
+            if self.lag_port is not None:
+                lag_view = View(ledger, lambda: self.faults.faults.lag_slots,
+                                self.health_slot_distance)
+                await self._serve(lag_view, self.lag_port, admin=False)
+        except BaseException:
+            await self._halt()
+            raise
         self.bootstrap = boot.describe(self.rpc_url, self.ws_url, deployed, ids, initialized)
         if self.state_dir is not None:
             (self.state_dir / "bootstrap.json").write_text(json.dumps(self.bootstrap, indent=2))
-        if not self.manual:
-            self._clock = asyncio.create_task(self._run_clock(), name="localnet-slot-clock")
+
+    def _warm_up(self, slot: int) -> None:
+        """Produce blocks up to `slot`: far enough that the finalized slot has left genesis and
+        the bootstrap's transactions are final, so that a client sees them and the slot
+        advancing at every commitment level from its first request (otherwise getSlot at the
+        default `finalized` stays 0 for 32 slots, and the bootstrap accounts are not found)."""
+        assert self.ledger is not None
+        while self.ledger.slot < slot:
+            self.produce()
 
     async def _serve(self, view: View, port: int, admin: bool) -> None:
-        methods = RpcMethods(view, self.faults, self.identities.faucet)
-        hub = PubSub(view, self.faults)
+        faults = self.faults.port(port)
+        methods = RpcMethods(view, faults, self.identities.faucet)
+        hub = PubSub(view, faults)
         self.hubs.append(hub)
-        server = RpcServer(methods, hub, self.faults, self if admin else None)
+        server = RpcServer(methods, hub, faults, self if admin else None)
         runner = web.AppRunner(server.app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        await web.TCPSite(runner, self.host, port).start()
         self._runners.append(runner)
+        await web.TCPSite(runner, self.host, port).start()
 
     async def stop(self) -> None:
+        await self._halt()
+        if self.ledger is not None:
+            await self.save_snapshot()
+
+    async def _halt(self) -> None:
+        """Stop the clock, close every WebSocket and stop listening."""
         if self._clock is not None:
             self._clock.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,8 +183,6 @@ class Localnet:
             await runner.cleanup()
         self._runners.clear()
         self.hubs.clear()
-        if self.ledger is not None:
-            await self.save_snapshot()
 
     # -- slots ------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from simulators.chain.localnet import encoding
-from simulators.chain.localnet.faults import FaultInjector
+from simulators.chain.localnet.faults import PortFaults
 from simulators.chain.localnet.ledger import COMMITMENT_DEPTH, Block
 from simulators.chain.localnet.rpc import (
     INVALID_PARAMS,
@@ -63,7 +63,7 @@ class PubSub:
 
     _ids = itertools.count(1)
 
-    def __init__(self, view: View, faults: FaultInjector) -> None:
+    def __init__(self, view: View, faults: PortFaults) -> None:
         self.view = view
         self.ledger = view.ledger
         self.faults = faults

@@ -24,7 +24,7 @@ from solders.transaction_metadata import FailedTransactionMetadata
 
 from simulators.chain.localnet import encoding
 from simulators.chain.localnet.encoding import EncodingError
-from simulators.chain.localnet.faults import FaultInjector
+from simulators.chain.localnet.faults import PortFaults
 from simulators.chain.localnet.fees import transaction_fee
 from simulators.chain.localnet.ledger import (
     FINALIZED_DEPTH,
@@ -155,7 +155,7 @@ def with_context(slot: int, value: Any) -> dict[str, Any]:
 class RpcMethods:
     """Handlers by JSON-RPC method name; each takes the params list and returns the result."""
 
-    def __init__(self, view: View, faults: FaultInjector, faucet: Keypair) -> None:
+    def __init__(self, view: View, faults: PortFaults, faucet: Keypair) -> None:
         self.view = view
         self.ledger = view.ledger
         self.faults = faults
@@ -313,7 +313,7 @@ class RpcMethods:
             data = bytes(acc.data)
             if all(f(data) for f in filters):
                 out.append({"pubkey": str(key), "account": self._ui(acc, cfg)})
-        out.sort(key=lambda item: item["pubkey"])
+        out.sort(key=lambda item: str(item["pubkey"]))
         return with_context(slot, out) if cfg.get("withContext") else out
 
     def get_token_account_balance(self, params: list[Any]) -> dict[str, Any]:
@@ -355,7 +355,7 @@ class RpcMethods:
                 fields = encoding.token_account_fields(acc)
                 if fields and fields[1] == owner and (mint is None or fields[0] == mint):
                     out.append({"pubkey": str(key), "account": self._ui(acc, cfg)})
-        out.sort(key=lambda item: item["pubkey"])
+        out.sort(key=lambda item: str(item["pubkey"]))
         return with_context(slot, out)
 
     # -- transactions -----------------------------------------------------------------------

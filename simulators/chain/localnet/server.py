@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import ValidationError
 
-from simulators.chain.localnet.faults import FaultInjector
+from simulators.chain.localnet.faults import FaultInjector, PortFaults
 from simulators.chain.localnet.pubsub import PubSub
 from simulators.chain.localnet.rpc import (
     INTERNAL_ERROR,
@@ -45,7 +45,7 @@ class Admin(Protocol):
 class RpcServer:
     """The aiohttp application of one port."""
 
-    def __init__(self, methods: RpcMethods, pubsub: PubSub, faults: FaultInjector,
+    def __init__(self, methods: RpcMethods, pubsub: PubSub, faults: PortFaults,
                  admin: Admin | None = None) -> None:
         self.methods = methods
         self.pubsub = pubsub
@@ -58,6 +58,7 @@ class RpcServer:
         if admin is not None:
             self.app.router.add_get("/admin/faults", self.get_faults)
             self.app.router.add_post("/admin/faults", self.post_faults)
+            self.app.router.add_delete("/admin/faults", self.delete_faults)
             self.app.router.add_post("/admin/advance", self.post_advance)
             self.app.router.add_post("/admin/snapshot", self.post_snapshot)
 
@@ -130,21 +131,52 @@ class RpcServer:
 
     # -- admin ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _port(request: web.Request) -> int | None:
+        """The `?port=N` of a faults request (None: every port); ValueError when malformed."""
+        raw = request.query.get("port")
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"port must be a port number, not {raw!r}") from None
+
     async def get_faults(self, request: web.Request) -> web.Response:
         assert self.admin is not None
-        return web.json_response(self.admin.faults.faults.model_dump())
+        try:
+            port = self._port(request)
+            if port is not None and port not in self.admin.faults.ports:
+                raise ValueError(f"port {port} is not served here")
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        faults = self.admin.faults.faults if port is None else self.admin.faults.ports[port].faults
+        return web.json_response(faults.model_dump())
 
     async def post_faults(self, request: web.Request) -> web.Response:
         assert self.admin is not None
         try:
+            port = self._port(request)
             changes = await request.json()
             if not isinstance(changes, dict):
                 raise ValueError("body must be a JSON object of fault settings")
-            faults = self.admin.faults.update(changes)
+            faults = self.admin.faults.update(changes, port=port)
         except ValidationError as exc:
             errors = [{"field": ".".join(str(p) for p in e["loc"]), "error": e["msg"],
                        "value": e.get("input")} for e in exc.errors()]
             return web.json_response({"error": "invalid faults", "details": errors}, status=400)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(faults.model_dump())
+
+    async def delete_faults(self, request: web.Request) -> web.Response:
+        """`DELETE /admin/faults?port=N`: the port follows the common faults again."""
+        assert self.admin is not None
+        try:
+            port = self._port(request)
+            if port is None:
+                raise ValueError("name the port whose own faults to drop: ?port=N")
+            faults = self.admin.faults.reset_port(port)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(faults.model_dump())

@@ -165,3 +165,73 @@ async def test_close_websockets(net):
         with pytest.raises(Exception, match="1006|no close frame"):
             async with asyncio.timeout(2):
                 await ws.recv()
+
+
+async def admin_port(net, method, port, body=None):
+    async with aiohttp.ClientSession() as s, s.request(
+            method, f"{net.rpc_url}/admin/faults", params={"port": str(port)}, json=body) as r:
+        return r.status, await r.json()
+
+
+async def test_faults_of_one_port_leave_the_other_answering(net):
+    """A failover test breaks only the primary: the lagging view keeps answering."""
+    status, faults = await admin_port(net, "POST", net.port, {"http_error_rate": 1.0})
+    assert status == 200 and faults["http_error_rate"] == 1.0
+    async with aiohttp.ClientSession() as s:
+        async with s.post(net.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "getSlot"}) as r:
+            assert r.status == 503
+    assert "result" in await rpc(net.lag_rpc_url, "getSlot")
+    assert (await admin(net))[1]["http_error_rate"] == 0          # the common faults are unchanged
+    # A common fault reaches the port where the port has no setting of its own.
+    net.faults.update({"unhealthy_rate": 1.0})
+    assert (await admin_port(net, "GET", net.port, None))[1]["unhealthy_rate"] == 1.0
+    assert (await rpc(net.lag_rpc_url, "getSlot"))["error"]["code"] == -32005
+    net.faults.update({"unhealthy_rate": 0.0})
+    # The port's own setting wins over a common change, until it is dropped.
+    net.faults.update({"http_error_rate": 0.5})
+    assert net.faults.ports[net.port].faults.http_error_rate == 1.0
+    status, faults = await admin_port(net, "DELETE", net.port)
+    assert status == 200 and faults["http_error_rate"] == 0.5
+    net.faults.update({"http_error_rate": 0.0})
+    assert "result" in await rpc(net.rpc_url, "getSlot")
+
+
+async def test_per_port_faults_are_checked(net):
+    status, err = await admin_port(net, "POST", net.port + net.lag_port, {"latency_ms": 5})
+    assert status == 400 and "is not served here" in err["error"]
+    status, err = await admin_port(net, "POST", net.lag_port, {"stall": True})
+    assert status == 400 and err["error"] == "stall: not per port; set without a port"
+    status, err = await admin_port(net, "POST", net.lag_port, {"drop_tx_rate": 3})
+    assert status == 400 and err["details"][0]["field"] == "drop_tx_rate"
+    status, err = await admin_port(net, "POST", "x", {"latency_ms": 5})
+    assert status == 400 and "port number" in err["error"]
+    status, err = await admin_port(net, "DELETE", net.lag_port)
+    assert status == 200
+    assert net.faults.ports[net.lag_port].faults == net.faults.faults   # nothing was applied
+
+
+async def test_dropped_transactions_on_one_port_only(net, client):
+    net.faults.update({"drop_tx_rate": 1.0}, port=net.lag_port)
+    payer = user(net)
+    bh = (await latest(client)).blockhash
+    lost = signed(payer, [transfer_ix(payer, Keypair().pubkey(), 1)], bh)
+    kept = signed(payer, [transfer_ix(payer, Keypair().pubkey(), 2)], bh)
+    await raw_send(net, lost, net.lag_rpc_url)
+    await raw_send(net, kept)
+    await net.advance(1)
+    statuses = (await client.get_signature_statuses([lost.signatures[0], kept.signatures[0]])).value
+    assert statuses[0] is None and statuses[1] is not None
+
+
+async def test_close_websockets_of_one_port(net):
+    async with connect(net.ws_url) as main, connect(net.lag_ws_url) as lagging:
+        for ws in (main, lagging):
+            await ws.slot_subscribe()
+            await ws.recv()
+        await admin_port(net, "POST", net.lag_port, {"close_websockets": True})
+        with pytest.raises(Exception, match="1006|no close frame"):
+            async with asyncio.timeout(2):
+                await lagging.recv()
+        await net.advance(1)
+        async with asyncio.timeout(2):
+            assert await main.recv()     # the main port's socket is still open
