@@ -1,12 +1,15 @@
-"""Which key signs an operation, and the refusal when this node does not hold it.
+"""Which key signs an operation, and the refusal when this node does not hold it; a round of
+operations prepared at once, with one chain read for all its meters.
 
-The builder is given a pool whose endpoint never answers: choosing a signer must not need the
-chain, and a refusal must come before any request is made.
+For the signer, the builder is given a pool whose endpoint never answers: choosing a signer must
+not need the chain, and a refusal must come before any request is made.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from solders.keypair import Keypair
@@ -15,9 +18,19 @@ from gridnode.chain.idl import load_idls
 from gridnode.chain.instructions import InstructionBuilder
 from gridnode.chain.rpc import RpcPool
 from gridnode.chain.signers import Signers
-from gridnode.chain.txtypes import TX_TYPES
-from gridnode.chain.validation import MeterRegistrationPayload, NotPermitted, TokenMintingPayload
+from gridnode.chain.txtypes import TX_TYPES, new_operation
+from gridnode.chain.validation import (
+    MeterReadingPayload,
+    MeterRegistrationPayload,
+    NotPermitted,
+    Outcome,
+    TokenMintingPayload,
+    UserRegistrationPayload,
+)
+from gridnode.store import Store, operations
+from simulators.chain.localnet import Localnet
 from tests.conftest import pick_free_port
+from tests.e2e.harness import bootstrap_signers, recent_intervals
 
 IDL_DIR = Path(__file__).resolve().parents[2] / "idl"
 
@@ -63,3 +76,47 @@ async def test_a_role_key_the_node_does_not_hold_is_refused(builder_for) -> None
     assert err.value.code == "no_signing_key"
     assert "authority" in err.value.message
     assert err.value.outcome == "failed"
+
+
+class CountingPool(RpcPool):
+    """A real pool that counts the requests it makes, by method."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.requests: Counter[str] = Counter()
+
+    async def raw(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.requests[method] += 1
+        return await super().raw(method, *args, **kwargs)
+
+
+async def test_a_round_reads_its_meters_once_and_types_every_refusal(tmp_path: Path) -> None:
+    """Readings of three meters not registered on chain cost one account read together and stay
+    pending (retry); a bad payload and an unknown tx type fail; a registration is prepared."""
+    end = recent_intervals(1)[0]
+    async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
+        signers = bootstrap_signers(net.bootstrap)
+        user = next(iter(signers.users))
+        store = await Store.open(tmp_path / "node.sqlite")
+        async with store.write() as tx:
+            readings = [(await operations.add(tx, new_operation(MeterReadingPayload(
+                meter_id=f"m-{i}", interval_start=end - 60, interval_end=end,
+                energy_produced_wh=10, energy_consumed_wh=1))))[0] for i in range(3)]
+            bad, _ = await tx.add_operation("meter_reading", {"meter_id": "m-9"}, "bad")
+            unknown, _ = await tx.add_operation("teleport", {}, "teleport")
+            user_op, _ = await operations.add(tx, new_operation(UserRegistrationPayload(
+                user=user, user_type="consumer", location="here")))
+        pool = CountingPool([net.rpc_url], commitment="confirmed")
+        try:
+            builder = InstructionBuilder(load_idls(IDL_DIR), pool, signers)
+            prepared, refused = await builder.prepare_many(await operations.due(store, 100))
+        finally:
+            await pool.close()
+            await store.close()
+    assert [p.op_id for p in prepared] == [user_op]
+    assert prepared[0].tx_type is TX_TYPES["user_registration"]
+    why = {r.op_id: (r.error.code, r.error.outcome) for r in refused}
+    assert why == {**{r: ("meter_not_active", Outcome.RETRY) for r in readings},
+                   bad: ("invalid_payload", Outcome.FAILED),
+                   unknown: ("unknown_tx_type", Outcome.FAILED)}
+    assert pool.requests == Counter({"getMultipleAccounts": 1})

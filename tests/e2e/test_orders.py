@@ -14,8 +14,10 @@ from solders.pubkey import Pubkey
 
 from gridnode.chain.idl import load_idls
 from gridnode.chain.rpc import RpcPool
+from gridnode.chain.txtypes import new_operation
+from gridnode.chain.validation import OrderCancelPayload, OrderCreationPayload
 from gridnode.outbox.pipeline import Pipeline
-from gridnode.store import Store
+from gridnode.store import Store, operations
 from simulators.chain.localnet import Localnet
 from tests.conftest import pick_free_port
 from tests.e2e.harness import (
@@ -55,12 +57,12 @@ async def test_concurrent_orders_both_land(tmp_path: Path) -> None:
             await wait_for(lambda: all_finalized(store), 60, "users registered")
             # Both orders are picked up in one round, built from the same market reading.
             async with store.write() as tx:
-                await tx.add_operation("order_creation", {
-                    "owner": alice, "side": "sell", "energy_amount": 500, "price_per_kwh": 90},
-                    "order:alice:1")
-                await tx.add_operation("order_creation", {
-                    "owner": bob, "side": "buy", "energy_amount": 400, "price_per_kwh": 110},
-                    "order:bob:1")
+                await operations.add(tx, new_operation(OrderCreationPayload(
+                    owner=alice, side="sell", energy_amount=500, price_per_kwh=90),
+                    "order:alice:1"))
+                await operations.add(tx, new_operation(OrderCreationPayload(
+                    owner=bob, side="buy", energy_amount=400, price_per_kwh=110),
+                    "order:bob:1"))
             await wait_for(lambda: all_finalized(store), 60, "both orders finalized")
             events = await store.fetchall(
                 "SELECT name, data FROM chain_events WHERE name IN "
@@ -82,8 +84,8 @@ async def test_concurrent_orders_both_land(tmp_path: Path) -> None:
             import json
             order_id = json.loads(order["data"])["order_id"]
             async with store.write() as tx:
-                await tx.add_operation("order_cancel", {"owner": alice, "order": order_id},
-                                       f"order_cancel:{order_id}")
+                await operations.add(tx, new_operation(
+                    OrderCancelPayload(owner=alice, order=order_id)))
             await wait_for(lambda: all_finalized(store), 60, "cancel finalized")
             cancelled = await store.fetchone(
                 "SELECT count(*) AS n FROM chain_events WHERE name = 'OrderCancelled'")

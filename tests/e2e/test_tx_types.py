@@ -19,8 +19,16 @@ from solders.transaction import VersionedTransaction
 
 from gridnode.chain.idl import load_idls
 from gridnode.chain.instructions import SYSTEM_PROGRAM, TOKEN_PROGRAM
+from gridnode.chain.txtypes import new_operation
+from gridnode.chain.validation import (
+    ErcIssuancePayload,
+    ErcValidationPayload,
+    MarketClearingPayload,
+    TokenMintingPayload,
+    TokenTransferPayload,
+)
 from gridnode.outbox.pipeline import Pipeline
-from gridnode.store import Store
+from gridnode.store import Store, operations
 from simulators.chain.localnet import Localnet
 from tests.conftest import pick_free_port
 from tests.e2e.harness import (
@@ -97,30 +105,28 @@ async def test_every_tx_type_lands(tmp_path: Path) -> None:
             await register(store, alice, ["pv-1"])
             await add_readings(store, ["pv-1"], intervals)      # 1000 + 1001 Wh produced
             async with store.write() as tx:
-                await tx.add_operation("market_clearing", {"epoch": intervals[-1]},
-                                       f"market_clearing:{intervals[-1]}")
-                await tx.add_operation("token_minting", {
-                    "token_account": str(ata(alice.pubkey(), mint)), "amount": 5_000},
-                    "mint:alice:1")
+                await operations.add(tx, new_operation(MarketClearingPayload(epoch=intervals[-1])))
+                await operations.add(tx, new_operation(TokenMintingPayload(
+                    token_account=str(ata(alice.pubkey(), mint)), amount=5_000), "mint:alice:1"))
             await wait_for(lambda: all_finalized(store), 20, "registration, readings, mint")
             async with store.write() as tx:
-                await tx.add_operation("token_transfer", {
-                    "owner": str(alice.pubkey()), "from_token_account": str(ata(alice.pubkey(), mint)),
-                    "to_token_account": str(ata(bob.pubkey(), mint)), "amount": 1_200},
-                    "transfer:alice:bob:1")
-                await tx.add_operation("erc_issuance", {
-                    "certificate_id": "erc-pv-1-0001", "energy_amount": 1_500,
-                    "renewable_source": "solar", "validation_data": "meter pv-1", "meter_id": "pv-1"},
-                    "erc:erc-pv-1-0001")
+                await operations.add(tx, new_operation(TokenTransferPayload(
+                    owner=str(alice.pubkey()), from_token_account=str(ata(alice.pubkey(), mint)),
+                    to_token_account=str(ata(bob.pubkey(), mint)), amount=1_200),
+                    "transfer:alice:bob:1"))
+                await operations.add(tx, new_operation(ErcIssuancePayload(
+                    certificate_id="erc-pv-1-0001", energy_amount=1_500,
+                    renewable_source="solar", validation_data="meter pv-1", meter_id="pv-1"),
+                    "erc:erc-pv-1-0001"))
             await wait_for(lambda: all_finalized(store), 60, "transfer and certificate")
             async with store.write() as tx:
-                await tx.add_operation("erc_validation", {"certificate_id": "erc-pv-1-0001"},
-                                       "erc_validation:erc-pv-1-0001")
+                await operations.add(tx, new_operation(
+                    ErcValidationPayload(certificate_id="erc-pv-1-0001")))
                 # more than the meter generated: refused by the program, never lost silently
-                await tx.add_operation("erc_issuance", {
-                    "certificate_id": "erc-pv-1-0002", "energy_amount": 900_000,
-                    "renewable_source": "solar", "validation_data": "too much", "meter_id": "pv-1"},
-                    "erc:erc-pv-1-0002")
+                await operations.add(tx, new_operation(ErcIssuancePayload(
+                    certificate_id="erc-pv-1-0002", energy_amount=900_000,
+                    renewable_source="solar", validation_data="too much", meter_id="pv-1"),
+                    "erc:erc-pv-1-0002"))
 
             async def settled() -> bool:
                 rows = await store.fetchall("SELECT status FROM operations")
