@@ -18,10 +18,11 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from gridnode import __version__
-from gridnode.chain.validation import MeterRegistrationPayload, UserRegistrationPayload
+from gridnode.chain.txtypes import new_operation
+from gridnode.chain.validation import MeterRegistrationPayload, Payload, UserRegistrationPayload
 from gridnode.config import (
     ConfigError,
     ConfigIssue,
@@ -31,7 +32,7 @@ from gridnode.config import (
     summary,
 )
 from gridnode.keys import KeyFileError, generate_keypair_file, load_configured_keypairs
-from gridnode.store import MigrationError, Store, StoreError, transitions
+from gridnode.store import MigrationError, Store, StoreError, operations, transitions
 
 T = typing.TypeVar("T")
 DEFAULT_CONFIG = "/etc/gridnode/gridnode.toml"
@@ -314,27 +315,29 @@ def cmd_register(args: argparse.Namespace) -> int:
             f"{signer} must sign its own registration, and no key in chain.user_keypairs is its "
             f"keypair (those are: {', '.join(wallets) or 'none'})")
     try:
+        payload: Payload
         if args.what == "user":
-            tx_type, key, what = "user_registration", f"user_registration:{signer}", f"user {signer}"
-            payload: BaseModel = UserRegistrationPayload(
+            what = f"user {signer}"
+            payload = UserRegistrationPayload(
                 user=signer, user_type=args.type, location=args.location)
         else:
-            tx_type, key = "meter_registration", f"meter_registration:{args.meter_id}"
             what = f"meter {args.meter_id!r} of {signer}"
             payload = MeterRegistrationPayload(
                 owner=signer, meter_id=args.meter_id, meter_type=args.type)
     except ValidationError as exc:
-        raise UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                   for e in exc.errors())) from None
+        raise UsageError("; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors())) from None
+    op = new_operation(payload)
     path = Path(args.db) if args.db else cfg.node.database
 
     async def go(store: Store) -> tuple[int, bool]:
         async with store.write() as tx:
-            return await tx.add_operation(tx_type, payload.model_dump(), key)
+            return await operations.add(tx, op)
 
     op_id, created = asyncio.run(_with_store(path, go))
     where = f" --db {args.db}" if args.db else (f" -c {args.config}" if args.config else "")
-    _out(f"operation {op_id}: {tx_type} of {what} "
+    _out(f"operation {op_id}: {op.tx_type} of {what} "
          + ("queued" if created else "was queued before; nothing added"))
     _out(f"  the running node signs and submits it; follow it: gridnode outbox show {op_id}{where}")
     return EXIT_OK
@@ -354,7 +357,7 @@ def _age(ms: float) -> str:
 
 # --- argument parsing -------------------------------------------------------------------------
 
-def _choices(model: type[BaseModel], field: str) -> tuple[str, ...]:
+def _choices(model: type[Payload], field: str) -> tuple[str, ...]:
     """The values a Literal field of a payload model allows (one source for CLI and checks)."""
     return typing.get_args(model.model_fields[field].annotation)
 
