@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from gridnode.chain.signers import Signers
+from gridnode.chain.txtypes import new_operation
+from gridnode.chain.validation import MeterRegistrationPayload
 from gridnode.outbox.pipeline import Pipeline
-from gridnode.store import Store
+from gridnode.store import Store, operations
 from simulators.chain.localnet import Localnet
 from tests.conftest import pick_free_port
 from tests.e2e.harness import (
@@ -57,10 +59,10 @@ async def test_landed_program_error_fails_with_the_anchor_error_name(tmp_path: P
                 await wait_for(lambda: all_finalized(store), 60, "users registered")
                 clock_on.clear()
                 async with store.write() as tx:
-                    for user in (alice, bob):
-                        await tx.add_operation("meter_registration", {
-                            "owner": user, "meter_id": "contested", "meter_type": "solar"},
-                            f"meter:{user}")
+                    for user in (alice, bob):   # named apart: the key would be the meter's
+                        await operations.add(tx, new_operation(MeterRegistrationPayload(
+                            owner=user, meter_id="contested", meter_type="solar"),
+                            f"meter:{user}"))
 
                 async def both_sent() -> bool:
                     return (await status_counts(store)).get("submitted", 0) == 2

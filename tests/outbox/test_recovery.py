@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gridnode.chain.txtypes import new_operation
+from gridnode.chain.validation import MeterReadingPayload
 from gridnode.config.outbox import RecoveryRule, RecoveryTable
 from gridnode.outbox.recovery import Recovery
-from gridnode.store import Store
+from gridnode.store import Store, operations
 
 
 async def _op(store: Store, key: str) -> int:
+    reading = MeterReadingPayload(meter_id="m1", interval_start=0, interval_end=900,
+                                  energy_produced_wh=1, energy_consumed_wh=0)
     async with store.write() as tx:
-        op_id, _ = await tx.add_operation("meter_reading", {"meter_id": "m1"}, key)
+        op_id, _ = await operations.add(tx, new_operation(reading, key))
     return op_id
 
 
