@@ -408,12 +408,6 @@ async def attempts_of(db: Reader, op_id: int) -> list[TxAttempt]:
     return [TxAttempt(**{f.name: r[f.name] for f in fields(TxAttempt)}) for r in rows]
 
 
-async def signature_count(db: Reader) -> int:
-    """How many transactions were ever signed."""
-    row = await db.fetchone("SELECT count(*) AS n FROM tx_attempts")
-    return int(row["n"]) if row is not None else 0
-
-
 # -- recovery counters -------------------------------------------------------------------------
 
 async def recovery_count(db: Reader, op_id: int, kind: str) -> int:

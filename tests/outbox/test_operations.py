@@ -3,13 +3,14 @@ commands read and change, and the status groups they select by."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from gridnode.chain.txtypes import new_operation
 from gridnode.chain.validation import MeterReadingPayload
-from gridnode.store import Store, operations, transitions
+from gridnode.store import Store, WriteTx, operations, transitions
 from gridnode.store.operations import NewAttempt, NotRetryable, OperationNotFound
 
 
@@ -18,8 +19,20 @@ def reading(meter: str, end: int) -> MeterReadingPayload:
                                energy_produced_wh=5, energy_consumed_wh=2)
 
 
-async def test_add_is_idempotent_and_due_honours_the_next_attempt(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "db.sqlite")
+    yield opened
+    await opened.close()
+
+
+async def two_readings(tx: WriteTx) -> tuple[int, int]:
+    a, _ = await operations.add(tx, new_operation(reading("m1", 900)))
+    b, _ = await operations.add(tx, new_operation(reading("m2", 900)))
+    return a, b
+
+
+async def test_add_is_idempotent_and_due_honours_the_next_attempt(store: Store) -> None:
     async with store.write() as tx:
         a, created = await operations.add(tx, new_operation(reading("m1", 900)))
         again, created_again = await operations.add(tx, new_operation(reading("m1", 900)))
@@ -37,14 +50,11 @@ async def test_add_is_idempotent_and_due_honours_the_next_attempt(tmp_path: Path
     assert deferred.next_attempt_at_ms is not None
     assert [o.id for o in await operations.due(store, 10, at_ms=deferred.next_attempt_at_ms)] \
         == [a, b]
-    await store.close()
 
 
-async def test_a_signed_transaction_is_followed_then_sent(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_a_signed_transaction_is_followed_then_sent(store: Store) -> None:
     async with store.write() as tx:
-        a, _ = await operations.add(tx, new_operation(reading("m1", 900)))
-        b, _ = await operations.add(tx, new_operation(reading("m2", 900)))
+        a, b = await two_readings(tx)
         await operations.record_signed(tx, NewAttempt("sig1", b"bytes", "hash", 150, 20_000, 7),
                                        [(a, 2), (b, 3)])
     assert await operations.status_counts(store) == {"signed": 2}
@@ -65,14 +75,11 @@ async def test_a_signed_transaction_is_followed_then_sent(tmp_path: Path) -> Non
     assert op is not None and (op.status, op.attempts) == ("submitted", 1)
     assert [h.new_status for h in await operations.history(store, a)] == \
         ["pending", "signed", "submitted"]
-    await store.close()
 
 
-async def test_operator_retry_and_listing(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_operator_retry_and_listing(store: Store) -> None:
     async with store.write() as tx:
-        a, _ = await operations.add(tx, new_operation(reading("m1", 900)))
-        b, _ = await operations.add(tx, new_operation(reading("m2", 900)))
+        a, b = await two_readings(tx)
         await operations.set_recovery_count(tx, a, "simulation_failed", 3)
         await operations.move(tx, a, "parked", reason="budget exhausted", last_error="boom")
     assert await operations.max_recovery_count(store, [a, b], "simulation_failed") == 3
@@ -94,7 +101,6 @@ async def test_operator_retry_and_listing(tmp_path: Path) -> None:
     assert (last.old_status, last.new_status, last.reason) == ("parked", "pending",
                                                                "operator retry")
     assert last.details is not None and "fixed the key" in last.details
-    await store.close()
 
 
 def test_status_groups_follow_the_transition_table() -> None:
