@@ -5,6 +5,13 @@ through the same handler and format. Default lines are ``key=value`` (easy to re
 ``journalctl``, easy to grep); ``format = "json"`` writes one JSON object per line for log
 shippers. Fields bound with ``log_context(op_id=...)`` appear on every line logged inside that
 context, which is how every line about an operation carries its ``op_id``.
+
+Two rules keep the volume down on an SD card under journald. The libraries' per-request and
+per-connection logs (the HTTP client logs every RPC call at INFO) are set to WARNING by
+``configure_logging`` (``LIBRARY_LEVELS``); ``[logging] levels`` raises them again for debugging,
+e.g. ``levels = {httpx = "debug"}``. And a condition that lasts, such as an RPC outage or a full
+disk, is logged as an ``Episode``: when it begins, every ``SUMMARY_EVERY_S`` while it lasts, and
+when it ends, never once per retry.
 """
 
 from __future__ import annotations
@@ -23,6 +30,18 @@ from gridnode.config.logging import LoggingConfig
 _CONTEXT: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "gridnode_log_context", default=None)
 _FIELDS = "gridnode_fields"
+
+# Libraries that log each request, connection or job run at INFO, and the level they get.
+LIBRARY_LEVELS: dict[str, str] = {
+    "httpx": "warning",                  # "HTTP Request: POST ..." for every RPC call (solana-py)
+    "httpcore": "warning",               # connection and request trace
+    "aiohttp.access": "warning",         # one line per HTTP request served
+    "aiohttp.client": "warning",
+    "websockets": "warning",             # connection opened / closed, per WebSocket
+    "apscheduler.executors": "warning",  # "Running job" / "executed successfully", per run
+}
+# How often a lasting condition (Episode) is summarized while it lasts.
+SUMMARY_EVERY_S = 600.0
 
 
 class Logger:
@@ -73,6 +92,54 @@ class Logger:
 
 def get_logger(name: str) -> Logger:
     return Logger(logging.getLogger(name))
+
+
+class Episode:
+    """A condition that lasts (an RPC outage, a full disk), logged as a state, not per occurrence.
+
+    ``occurred`` logs ``began`` the first time, then a summary (``state=ongoing``, how long, how
+    many occurrences, the latest fields) at most every ``SUMMARY_EVERY_S``; ``cleared`` logs
+    ``ended`` with the duration and the count, once. A loop retrying every second during a
+    two-minute outage writes two lines instead of 120.
+    """
+
+    def __init__(self, log: Logger, began: str, ended: str, *, level: str = "warning",
+                 summary_every_s: float | None = None) -> None:
+        self.log = log
+        self.began = began
+        self.ended = ended
+        self.level = logging.getLevelNamesMapping()[level.upper()]
+        self.summary_every_s = summary_every_s
+        self.since: float | None = None
+        self.occurrences = 0
+        self._summarized_at = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def occurred(self, **fields: Any) -> None:
+        now = time.monotonic()
+        self.occurrences += 1
+        if self.since is None:
+            self.since = self._summarized_at = now
+            self.log._log(self.level, self.began, {"state": "began", **fields})
+            return
+        every = SUMMARY_EVERY_S if self.summary_every_s is None else self.summary_every_s
+        if now - self._summarized_at >= every:
+            self._summarized_at = now
+            self.log._log(self.level, self.began, {
+                "state": "ongoing", "duration_s": round(now - self.since, 1),
+                "occurrences": self.occurrences, **fields})
+
+    def cleared(self, **fields: Any) -> None:
+        if self.since is None:
+            return
+        self.log._log(min(self.level, logging.INFO), self.ended, {
+            "state": "ended", "duration_s": round(time.monotonic() - self.since, 1),
+            "occurrences": self.occurrences, **fields})
+        self.since = None
+        self.occurrences = 0
 
 
 @contextmanager
@@ -135,7 +202,11 @@ def _kv_value(value: Any) -> str:
 
 
 def configure_logging(cfg: LoggingConfig | None = None, stream: IO[str] | None = None) -> None:
-    """Install the one handler on the root logger with the configured format and levels."""
+    """Install the one handler on the root logger with the configured format and levels.
+
+    The libraries of ``LIBRARY_LEVELS`` get their level (never below the root's), unless
+    ``cfg.levels`` names them or one of their parents, which then decides.
+    """
     cfg = cfg or LoggingConfig()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if cfg.format == "json" else KeyValueFormatter())
@@ -144,5 +215,11 @@ def configure_logging(cfg: LoggingConfig | None = None, stream: IO[str] | None =
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(cfg.level.upper())
+    for name, level in LIBRARY_LEVELS.items():
+        if any(name == own or name.startswith(own + ".") for own in cfg.levels):
+            logging.getLogger(name).setLevel(logging.NOTSET)   # the configured parent decides
+        else:
+            logging.getLogger(name).setLevel(max(logging.getLevelNamesMapping()[level.upper()],
+                                                 root.level))
     for name, level in cfg.levels.items():
         logging.getLogger(name).setLevel(level.upper())
