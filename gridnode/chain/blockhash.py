@@ -3,6 +3,8 @@
 Building a transaction never waits for getLatestBlockhash unless the cached one is older than
 `max_age_s`; the same commitment (the pool's) is used to fetch blockhashes and to read the block
 height that decides expiry, so a blockhash is never judged by a different view of the chain.
+A refresh that fails (no endpoint answered, or one refused the request) is logged as a state:
+when failures begin, while they last, and when a refresh succeeds again.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gridnode.chain.rpc import BlockhashInfo, RpcPool, RpcUnavailable
-from gridnode.log import get_logger
+from gridnode.chain.rpc import BlockhashInfo, RpcPool, RpcRejected, RpcUnavailable
+from gridnode.log import Episode, get_logger
 
 log = get_logger(__name__)
 
@@ -45,9 +47,12 @@ class BlockhashCache:
         self._current = None
 
     async def run(self) -> None:
+        failing = Episode(log, "blockhash refresh failed", "blockhash refresh recovered")
         while True:
             try:
                 await self.get(fresh=True)
-            except RpcUnavailable as exc:
-                log.warning("blockhash refresh failed", error=str(exc)[:200])
+            except (RpcUnavailable, RpcRejected) as exc:
+                failing.occurred(error=str(exc)[:300])
+            else:
+                failing.cleared()
             await asyncio.sleep(self.refresh_s)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
-from solana.exceptions import SolanaRpcException
+from solana.exceptions import SolanaExceptionBase, SolanaRpcException
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Commitment
 from solana.rpc.core import RPCException, RPCNoResultException
@@ -64,6 +64,32 @@ def _is_transport(exc: BaseException) -> bool:
                             RPCNoResultException, json.JSONDecodeError))
 
 
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """`exc` and what caused it, outermost first, e.g. ``ConnectError: All connection attempts
+    failed <- ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 8899)``.
+
+    solana-py wraps every HTTP failure in a SolanaRpcException without text, and httpx repeats
+    httpcore's message: a wrapper without text, and a layer repeating the text (or, for errors
+    without text such as timeouts, the name) of the one above it, are left out. The chain stops
+    at a CancelledError, which is how the HTTP stack implements its timeouts.
+    """
+    parts: list[str] = []
+    last = ""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen and not isinstance(cur, asyncio.CancelledError):
+        seen.add(id(cur))
+        text = next(iter(str(cur).splitlines()), "").strip()
+        nxt = cur.__cause__ or cur.__context__
+        wrapper = isinstance(cur, SolanaExceptionBase) and not text and nxt is not None
+        key = text or type(cur).__name__
+        if not wrapper and key != last:
+            parts.append(f"{type(cur).__name__}: {text}" if text else type(cur).__name__)
+            last = key
+        cur = nxt
+    return " <- ".join(parts)[:limit] or type(exc).__name__
+
+
 @dataclass
 class EndpointStats:
     """Per-endpoint accounting, shown in health output and used to pick endpoints."""
@@ -83,6 +109,7 @@ class RpcEndpoint:
     url: str
     client: AsyncClient
     stats: EndpointStats = field(default_factory=EndpointStats)
+    unhealthy_since: float | None = None
 
     def record_ok(self) -> None:
         self.stats.requests += 1
@@ -92,8 +119,24 @@ class RpcEndpoint:
         self.stats.requests += 1
         self.stats.errors += 1
         self.stats.consecutive_errors += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.stats.last_error = describe_error(exc)
         self.stats.last_error_at = time.monotonic()
+
+    def set_healthy(self, healthy: bool, **why: Any) -> None:
+        """Mark the endpoint (un)healthy; each change is logged once, with its reason: a warning
+        when the node stops using it as first choice, an info line when it is back."""
+        if healthy == self.stats.healthy:
+            return
+        self.stats.healthy = healthy
+        now = time.monotonic()
+        if healthy:
+            down_s = None if self.unhealthy_since is None else round(now - self.unhealthy_since, 1)
+            self.unhealthy_since = None
+            log.info("rpc endpoint health changed", url=self.url, healthy=True,
+                     unhealthy_for_s=down_s, **why)
+        else:
+            self.unhealthy_since = now
+            log.warning("rpc endpoint health changed", url=self.url, healthy=False, **why)
 
 
 @dataclass(frozen=True)
@@ -142,34 +185,40 @@ class RpcPool:
         healthy = [e for e in self.endpoints if e.stats.healthy]
         return healthy + [e for e in self.endpoints if not e.stats.healthy]
 
+    def _failed(self, ep: RpcEndpoint, exc: BaseException) -> None:
+        """Count a failed request; `unhealthy_after` failures in a row make `ep` unhealthy."""
+        ep.record_error(exc)
+        if ep.stats.consecutive_errors >= self.unhealthy_after:
+            ep.set_healthy(False, error=ep.stats.last_error,
+                           consecutive_errors=ep.stats.consecutive_errors)
+
     async def call(self, fn: Callable[[RpcEndpoint], Awaitable[T]], what: str = "rpc") -> T:
         """Run `fn` on an endpoint with failover (next endpoint) and backoff (rounds)."""
-        last: BaseException | None = None
+        last: tuple[RpcEndpoint, BaseException] | None = None
         for round_no in range(self.rounds):
             for ep in self.ordered()[: self.switches + 1]:
                 try:
                     result = await fn(ep)
                 except RpcRejected as exc:
                     if exc.code in _BEHIND_CODES:
-                        ep.record_error(exc)
-                        last = exc
+                        self._failed(ep, exc)
+                        last = ep, exc
                         continue
                     ep.record_ok()
                     raise
                 except Exception as exc:  # noqa: BLE001 - classified just below
                     if not _is_transport(exc):
                         raise
-                    ep.record_error(exc)
-                    if ep.stats.consecutive_errors >= self.unhealthy_after:
-                        ep.stats.healthy = False
-                    last = exc
-                    log.debug("rpc call failed", what=what, url=ep.url, error=str(exc)[:200])
+                    self._failed(ep, exc)
+                    last = ep, exc
+                    log.debug("rpc call failed", what=what, url=ep.url, error=ep.stats.last_error)
                     continue
                 ep.record_ok()
                 return result
             if round_no + 1 < self.rounds:
                 await asyncio.sleep(self.backoff_s * (2**round_no))
-        raise RpcUnavailable(f"{what}: no RPC endpoint answered ({last!r})")
+        cause = "no endpoint tried" if last is None else f"{last[0].url}: {describe_error(last[1])}"
+        raise RpcUnavailable(f"{what}: no RPC endpoint answered (last: {cause})")
 
     # -- raw JSON-RPC ----------------------------------------------------------------------
     async def _raw(self, ep: RpcEndpoint, method: str, params: list[Any]) -> Any:
@@ -201,8 +250,8 @@ class RpcPool:
         except Exception as exc:
             if not _is_transport(exc):
                 raise
-            ep.record_error(exc)
-            raise RpcUnavailable(f"{what} on {ep.url}: {exc!r}") from exc
+            self._failed(ep, exc)
+            raise RpcUnavailable(f"{what} on {ep.url}: {describe_error(exc)}") from exc
         ep.record_ok()
         return result
 
@@ -277,7 +326,7 @@ class RpcPool:
                 slot = int(await self._raw(ep, "getSlot", [{"commitment": str(self.commitment)}]))
             except Exception as exc:  # noqa: BLE001 - any failure makes the endpoint unhealthy
                 ep.record_error(exc)
-                ep.stats.healthy = False
+                ep.set_healthy(False, error=ep.stats.last_error)
                 return None
             ep.stats.slot = slot
             return slot
@@ -288,11 +337,8 @@ class RpcPool:
             if slot is None or best is None:
                 continue
             ep.stats.lag_slots = best - slot
-            was = ep.stats.healthy
-            ep.stats.healthy = ep.stats.lag_slots <= self.max_slot_lag
-            if was != ep.stats.healthy:
-                log.info("rpc endpoint health changed", url=ep.url, healthy=ep.stats.healthy,
-                         lag_slots=ep.stats.lag_slots)
+            ep.set_healthy(ep.stats.lag_slots <= self.max_slot_lag, lag_slots=ep.stats.lag_slots,
+                           max_slot_lag=self.max_slot_lag)
 
     async def run_health_checks(self, interval_s: float) -> None:
         while True:

@@ -15,6 +15,7 @@ from solana.rpc.commitment import Commitment
 from solana.rpc.websocket_api import connect
 from solders.signature import Signature
 
+from gridnode.chain.rpc import describe_error
 from gridnode.log import get_logger
 
 log = get_logger(__name__)
@@ -42,7 +43,7 @@ class SignatureSubscriber:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any socket failure means reconnect
-                log.debug("signature subscription lost", url=url, error=str(exc)[:200])
+                log.debug("signature subscription lost", url=url, error=describe_error(exc))
             self.reconnects += 1
             i += 1
             await asyncio.sleep(self.reconnect_s)

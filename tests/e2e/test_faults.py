@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,31 @@ async def test_primary_rpc_down_with_failover(tmp_path: Path, net: Localnet) -> 
         primary, backup = pipeline.pool.endpoints
         assert not primary.stats.healthy and primary.stats.errors > 0
         assert backup.stats.healthy and backup.stats.requests > primary.stats.requests
+
+
+async def test_failover_when_only_the_primary_breaks(tmp_path: Path, net: Localnet,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The primary answers 503 to everything for a while; the other port of the same localnet
+    (no lag) keeps answering. Nothing is lost, and the switch is logged once each way."""
+    caplog.set_level(logging.INFO, logger="gridnode.chain.rpc")
+
+    async def break_primary(i: int) -> None:
+        if i == 1:
+            net.faults.update({"http_error_rate": 1.0}, port=net.port)
+        if i == 4:
+            net.faults.reset_port(net.port)
+
+    async with node(tmp_path, net, rpc_urls=[net.rpc_url, net.lag_rpc_url]) as (store, pipeline):
+        intervals = await feed_and_settle(store, net, during=break_primary)
+        await assert_exactly_once(store, net, intervals)
+        primary, backup = pipeline.pool.endpoints
+        await wait_for(lambda: asyncio.sleep(0, primary.stats.healthy), 10, "primary healthy")
+        assert primary.stats.errors > 0 and backup.stats.requests > 0
+    changes = [(r.levelname, getattr(r, "gridnode_fields", {})) for r in caplog.records
+               if r.getMessage() == "rpc endpoint health changed"]
+    assert [(level, f["url"], f["healthy"]) for level, f in changes] == [
+        ("WARNING", primary.url, False), ("INFO", primary.url, True)], changes
+    assert "503 Service Unavailable" in changes[0][1]["error"]
 
 
 async def test_lagging_rpc(tmp_path: Path, net: Localnet) -> None:
