@@ -5,6 +5,11 @@ with `retry_delay_s` between them, close-and-reopen of the link after any error 
 serial port or TCP socket is never reused), a pause when the slave ID changes (RS-485 meters such
 as Eastron's need it), and each meter's contiguous register blocks read once per cycle and sliced
 by the profile. A meter that fails costs only its own time slot; errors never end the task.
+
+A definite answer (a Modbus exception, a malformed answer) is not asked again within the poll
+and keeps the link: the device would say the same, and on RS-485 a repeat only takes bus time.
+Failures are counted per meter on every poll but logged once per cause: when a meter starts to
+fail, when the cause changes, and when it answers again.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 
 from gridnode.meters.clock import Clock, SystemClock
 from gridnode.meters.health import MeterHealth, log
-from gridnode.meters.modbus_link import ExceptionResponse, LinkError, ModbusLink
+from gridnode.meters.modbus_link import ExceptionResponse, LinkError, MalformedAnswer, ModbusLink
 from gridnode.meters.profiles import Block, Profile, decode, plan_blocks
 from gridnode.meters.reading import Reading
 from gridnode.meters.recorder import Recorder
@@ -35,6 +40,7 @@ class BusMeter:
     base: int | None = None         # SunSpec: first point of the model, once found
     blocks: list[Block] = field(init=False)
     absent: set[Block] = field(default_factory=set)   # optional blocks the device refused
+    failing: str | None = None      # the cause of the current run of failures, once logged
 
     def __post_init__(self) -> None:
         self.base = None if self.profile.sunspec_model else 0
@@ -101,22 +107,26 @@ class BusPoller:
                                  meter_id=bm.meter_id, address=b.address)
                     bm.health.request(True)
                 break
-            except ExceptionResponse as e:
+            except (ExceptionResponse, MalformedAnswer) as e:
                 # a definite answer over a working link: no reopen, and asking again won't help
                 bm.health.request(False, str(e))
+                self._failed(bm, str(e))
                 return None
             except LinkError as e:
                 bm.health.request(False, str(e))
                 self.link.close()
                 if attempt == t.retries:
-                    log.debug("meter read failed", bus=self.name, meter_id=bm.meter_id,
-                              error=str(e))
+                    self._failed(bm, str(e))
                     return None
                 await self.clock.sleep(t.retry_delay_s)
             except (OSError, asyncio.IncompleteReadError) as e:   # transport trouble below pymodbus
                 bm.health.request(False, repr(e))
                 self.link.close()
+                self._failed(bm, repr(e))
                 return None
+        if bm.failing is not None:
+            log.info("meter answers again", bus=self.name, meter_id=bm.meter_id)
+            bm.failing = None
         now_ms = int(self.clock.time() * 1000)
         values = decode(bm.profile, regs, bm.base or 0)
         r = Reading(
@@ -127,6 +137,12 @@ class BusPoller:
         )
         self.recorder.submit(r)
         return r
+
+    def _failed(self, bm: BusMeter, cause: str) -> None:
+        """Log a failed read once per cause (every failure is counted in the meter's health)."""
+        if cause != bm.failing:
+            log.warning("meter read failed", bus=self.name, meter_id=bm.meter_id, error=cause)
+            bm.failing = cause
 
     async def _find_sunspec_model(self, bm: BusMeter) -> None:
         """Walk the device's SunSpec model chain to the profile's model and plan its reads."""

@@ -4,6 +4,11 @@ A `ModbusLink` is one physical connection: a serial port (RTU), a Modbus TCP end
 RTU-over-TCP gateway. It is owned by exactly one bus task and never shared; pymodbus's own
 reconnection and retries are switched off, because the bus task decides when to retry and when
 to close and reopen.
+
+An answer pymodbus cannot decode (say a byte count beyond the end of its PDU) makes pymodbus raise
+inside its protocol callback: asyncio would log a traceback, kill the transport and leave the
+request waiting for its timeout. `_guard_decoding` catches it there; the request fails at once as
+`MalformedAnswer`, naming what was wrong, and the connection stays usable.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Literal
 
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.transaction import TransactionManager
 
 Transport = Literal["rtu", "tcp", "rtu_over_tcp"]
 
@@ -32,6 +38,15 @@ class ExceptionResponse(LinkError):
     def __init__(self, message: str, code: int | None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class MalformedAnswer(LinkError):
+    """The slave answered, but not with a valid answer to the request: a frame that does not
+    decode, or another number of registers than asked for. Asking again gets the same."""
+
+
+class _Undecodable(Exception):
+    """Carries the cause of an undecodable frame from the protocol callback to the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +75,18 @@ class ModbusLink:
 
     def _make(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
         s = self.settings
-        common = {"timeout": s.timeout_s, "retries": 0, "reconnect_delay": 0.0}
+        client: AsyncModbusSerialClient | AsyncModbusTcpClient
         if s.transport == "rtu":
-            return AsyncModbusSerialClient(
+            client = AsyncModbusSerialClient(
                 s.port or "", framer=FramerType.RTU, baudrate=s.baudrate, bytesize=s.bytesize,
-                parity=s.parity, stopbits=s.stopbits, **common)
-        framer = FramerType.RTU if s.transport == "rtu_over_tcp" else FramerType.SOCKET
-        return AsyncModbusTcpClient(s.host or "", port=s.tcp_port, framer=framer, **common)
+                parity=s.parity, stopbits=s.stopbits, timeout=s.timeout_s, retries=0,
+                reconnect_delay=0.0)
+        else:
+            framer = FramerType.RTU if s.transport == "rtu_over_tcp" else FramerType.SOCKET
+            client = AsyncModbusTcpClient(s.host or "", port=s.tcp_port, framer=framer,
+                                          timeout=s.timeout_s, retries=0, reconnect_delay=0.0)
+        _guard_decoding(client.ctx)
+        return client
 
     @property
     def connected(self) -> bool:
@@ -96,7 +116,7 @@ class ModbusLink:
 
     async def read(self, function_code: int, address: int, count: int, unit: int) -> list[int]:
         """`count` registers from `address` of slave `unit` (FC3 holding, FC4 input)."""
-        if self._client is None:
+        if self._client is None or not self._client.connected:   # the peer may have closed it
             await self.open()
         assert self._client is not None
         try:
@@ -110,15 +130,48 @@ class ModbusLink:
                 raise LinkError(f"function code {function_code} is not supported")
         except ModbusException as e:
             raise LinkError(f"unit {unit} FC{function_code} @{address}: {e}") from e
+        except _Undecodable as e:
+            raise MalformedAnswer(
+                f"unit {unit} FC{function_code} @{address}: malformed answer: {e}") from None
         _raise_lost_cancellation()
         if rr.isError():
             code = getattr(rr, "exception_code", None)
             raise ExceptionResponse(
                 f"unit {unit} FC{function_code} @{address}: exception response {code}", code)
         regs = list(rr.registers)
-        if len(regs) < count:
-            raise LinkError(f"unit {unit}: short answer, {len(regs)} of {count} registers")
-        return regs[:count]
+        if len(regs) != count:
+            raise MalformedAnswer(f"unit {unit} FC{function_code} @{address}: malformed answer: "
+                                  f"{len(regs)} registers where {count} were asked for")
+        return regs
+
+
+def _guard_decoding(ctx: TransactionManager) -> None:
+    """Fail the pending request, instead of the transport, on an answer that does not decode.
+
+    Wraps pymodbus's protocol callback (pymodbus 3.16: `TransactionManager.callback_data` and
+    its `response_future`); the bytes of the bad frame are dropped."""
+    decode = ctx.callback_data
+
+    def callback_data(data: bytes, addr: tuple[str, int] | None = None) -> int:
+        try:
+            return decode(data, addr)
+        except Exception as e:  # whatever pymodbus raises on a frame it cannot read
+            if not ctx.response_future.done():
+                ctx.response_future.set_exception(_Undecodable(_describe(ctx, data, e)))
+            return len(data)
+
+    ctx.callback_data = callback_data  # type: ignore[method-assign]
+
+
+def _describe(ctx: TransactionManager, data: bytes, error: Exception) -> str:
+    """What is wrong with an undecodable frame, in the same words each time it recurs."""
+    try:
+        pdu = ctx.framer.decode(data)[3]
+    except Exception:  # a description must not fail
+        pdu = b""
+    if len(pdu) >= 2 and pdu[0] in (3, 4) and pdu[1] != len(pdu) - 2:
+        return f"byte count {pdu[1]} but {len(pdu) - 2} data bytes in the PDU"
+    return f"{error} (PDU {pdu[:16].hex(' ') or 'empty'})"
 
 
 def _raise_lost_cancellation() -> None:
