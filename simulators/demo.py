@@ -6,14 +6,19 @@ Starts, each as its own process:
      (Mosquitto on 127.0.0.1:1883, started here when nothing listens there),
   3. gridnode with config/demo.toml (1-minute intervals), its addresses and key paths pointed
      at this run's processes (written to var/demo/gridnode.toml).
-The prosumer and its meters are registered on chain through gridnode's own outbox first; then
-every closed interval's readings travel as batched oracle transactions to finality. A status
-line shows the flow; each closed interval gets a line of its own once its readings are final.
-Ctrl-C stops everything (children first, in reverse order).
+The prosumer and its meters are registered on chain with `gridnode register`, as an operator
+would, through gridnode's own outbox; then every closed interval's readings travel as batched
+oracle transactions to finality. A status line shows the flow; each closed interval gets a line
+of its own once its readings are final.
+
+The children run in sessions of their own (a Ctrl-C reaches only the demo), so the demo stops
+them, in reverse order, whatever ends it: Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal went
+away), or a reader of its output that left (`make demo | tee log` and Ctrl-C kills tee too).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -23,11 +28,34 @@ import socket
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "var" / "demo"
 CONFIG = REPO / "config" / "demo.toml"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Console:
+    """The demo's output. Writing never raises: when the reader has gone (a closed pipe), output
+    goes to /dev/null from then on and `on_gone` is called once, so the demo stops its children
+    instead of dying on BrokenPipeError with them still running."""
+
+    def __init__(self, on_gone: Callable[[], object]) -> None:
+        self.on_gone = on_gone
+        self.gone = False
+
+    def say(self, text: str = "", end: str = "\n") -> None:
+        if self.gone:
+            return
+        try:
+            sys.stdout.write(text + end)
+            sys.stdout.flush()
+        except OSError:         # BrokenPipeError, or EIO from a terminal that hung up
+            self.gone = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.on_gone()
 
 
 def free_port() -> int:
@@ -45,7 +73,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class Processes:
     """Children started by the demo, stopped in reverse order."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console) -> None:
+        self.console = console
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
 
     async def start(self, name: str, *args: str, log: Path) -> asyncio.subprocess.Process:
@@ -67,25 +96,27 @@ class Processes:
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
-            print(f"  stopped {name}")
+            self.console.say(f"  stopped {name}")
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs if p.returncode is not None]
 
 
-async def wait_file(path: Path, proc: asyncio.subprocess.Process, what: str, timeout_s: float = 60) -> None:
+async def wait_file(path: Path, proc: asyncio.subprocess.Process, what: str,
+                    timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while not await asyncio.to_thread(path.exists):
         if proc.returncode is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start; see {RUN / 'logs'}")
+            raise RuntimeError(f"{what} did not start; see {path.parent.parent / 'logs'}")
         await asyncio.sleep(0.1)
 
 
-def demo_config(bootstrap: dict, modbus_port: int) -> Path:
-    """config/demo.toml with this run's addresses and key files."""
+def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int) -> Path:
+    """config/demo.toml with this run's directory, addresses and key files."""
     keys = bootstrap["keypairs"]
     text = CONFIG.read_text()
     for old, new in (
+        ('"var/demo/node"', json.dumps(str(run_dir / "node"))),
         ('"http://127.0.0.1:8899"', json.dumps(bootstrap["rpc_url"])),
         ('"ws://127.0.0.1:8900"', json.dumps(bootstrap["ws_url"])),
         ('"var/demo/chain/gateway.json"', json.dumps(str(keys["gateway"]))),
@@ -93,26 +124,33 @@ def demo_config(bootstrap: dict, modbus_port: int) -> Path:
         ("port = 5020", f"port = {modbus_port}"),
     ):
         text = text.replace(old, new)
-    path = RUN / "gridnode.toml"
+    path = run_dir / "gridnode.toml"
     path.write_text(text)
     return path
 
 
-async def enqueue(db: Path, owner: str, meters: list[str]) -> None:
-    from gridnode.store import Store
+async def register(console: Console, config: Path, meters: list[str]) -> None:
+    """The demo prosumer and its meters, registered as an operator does: `gridnode register`
+    (the wallet is the configuration's one user keypair)."""
+    commands = [["user", "--type", "prosumer", "--location", "demo street 1"]]
+    commands += [["meter", m, "--type", "solar"] for m in meters]
+    for args in commands:
+        argv = ["register", *args, "-c", shown(config)]
+        console.say("  $ gridnode " + " ".join(a if " " not in a else repr(a) for a in argv))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gridnode", *argv, cwd=str(REPO),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL)
+        out, _ = await proc.communicate()
+        for line in out.decode().splitlines()[:1]:
+            console.say(f"    {line}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"gridnode register failed: {out.decode().strip()}")
 
-    store = await Store.open(db)
-    try:
-        async with store.write() as tx:
-            await tx.add_operation("user_registration", {
-                "user": owner, "user_type": "prosumer", "location": "demo street 1"},
-                f"user_registration:{owner}")
-            for m in meters:
-                await tx.add_operation("meter_registration", {
-                    "owner": owner, "meter_id": m, "meter_type": "solar"},
-                    f"meter_registration:{m}")
-    finally:
-        await store.close()
+
+def shown(path: Path) -> str:
+    """A path as the operator would type it from the repository."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def snapshot(db: Path) -> dict:
@@ -152,85 +190,112 @@ def status_line(s: dict) -> str:
             f"finalized MeterReadingSubmitted {s.get('events', 0)}")
 
 
-async def run() -> int:
-    if RUN.exists():
-        shutil.rmtree(RUN)
-    (RUN / "logs").mkdir(parents=True)
-    procs = Processes()
-    py = sys.executable
+async def run(run_dir: Path = RUN) -> int:
+    """The demo until a stop signal or a closed output (0), or a child that died (1)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    console = Console(stop.set)
+    procs = Processes(console)
+    demo = asyncio.create_task(show(run_dir, procs, console))
+    stopped = asyncio.create_task(stop.wait())
     try:
-        rpc_port = free_port()
-        print(f"gridnode demo: logs in {RUN / 'logs'}; Ctrl-C stops everything")
-        net = await procs.start("localnet", py, "-m", "simulators.chain.localnet", "--port",
-                                str(rpc_port), "--slot-ms", "400", "--state", str(RUN / "chain"),
-                                "--bootstrap", log=RUN / "logs" / "localnet.log")
-        await wait_file(RUN / "chain" / "bootstrap.json", net, "the localnet")
-        bootstrap = json.loads((RUN / "chain" / "bootstrap.json").read_text())
-        print(f"  localnet at {bootstrap['rpc_url']} (programs deployed, bootstrap done)")
-
-        modbus_port = free_port()
-        await procs.start("modbus meters", py, "-m", "simulators.meters", "tcp", "--port",
-                          str(modbus_port), "--profile", "sdm630", "--profile", "sdm120",
-                          log=RUN / "logs" / "modbus.log")
-        print(f"  Modbus TCP meter simulator at 127.0.0.1:{modbus_port} (sdm630, sdm120)")
-        if not port_open(1883):
-            exe = shutil.which("mosquitto")
-            if exe is None:
-                print("  mosquitto is not installed: the MQTT meters will stay silent")
-            else:
-                await procs.start("mosquitto", exe, "-p", "1883", log=RUN / "logs" / "mosquitto.log")
-                for _ in range(50):
-                    if port_open(1883):
-                        break
-                    await asyncio.sleep(0.1)
-        await procs.start("mqtt meters", py, "-m", "simulators.meters", "mqtt", "--format",
-                          "tasmota", "--meters", "2", "--interval", "5",
-                          log=RUN / "logs" / "mqtt.log")
-        print("  MQTT meter simulator publishing Tasmota telemetry for 2 meters")
-
-        config = demo_config(bootstrap, modbus_port)
-        from gridnode.config import load_config
-        from gridnode.keys import load_keypair
-
-        cfg = load_config(config)
-        owner = str(load_keypair(bootstrap["keypairs"]["users"][0]).pubkey())
-        meter_ids = [m.meter_id for b in cfg.meters.buses for m in b.meters]
-        if cfg.meters.mqtt is not None:
-            meter_ids += [m.meter_id for m in cfg.meters.mqtt.meters]
-        await enqueue(cfg.node.database, owner, meter_ids)
-        await procs.start("gridnode", py, "-m", "gridnode", "run", "-c", str(config),
-                                 log=RUN / "logs" / "gridnode.log")
-        print(f"  gridnode running ({config.relative_to(REPO)}): registering {len(meter_ids)} "
-              f"meters on chain, then one oracle reading per meter per minute")
-        print(f"  inspect: .venv/bin/gridnode status -c {config.relative_to(REPO)}")
-        shown: set[int] = set()
-        while True:
-            await asyncio.sleep(1.0)
-            dead = procs.dead()
-            if dead:
-                print(f"\n{', '.join(dead)} stopped unexpectedly; see {RUN / 'logs'}")
-                return 1
-            s = snapshot(cfg.node.database)
-            rows = s.get("intervals", [])
-            for k, (t, n, produced, consumed) in enumerate(rows):
-                complete = n >= len(meter_ids) or k < len(rows) - 1
-                if complete and t not in shown:
-                    shown.add(t)
-                    print(f"\r\033[Kinterval ending {time.strftime('%H:%M', time.gmtime(t))} UTC: "
-                          f"{n} finalized MeterReadingSubmitted events, produced {produced} Wh, "
-                          f"consumed {consumed} Wh")
-            print(f"\r\033[K{status_line(s)}", end="", flush=True)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        return 0
+        await asyncio.wait({demo, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        print("\nstopping ...")
-        await procs.stop()
+        for task in (demo, stopped):
+            task.cancel()
+        await asyncio.gather(demo, stopped, return_exceptions=True)
+        console.say("\nstopping ...")
+        await procs.stop()      # further signals only set `stop` again: cleanup runs to its end
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+    if demo.cancelled():
+        return 0
+    if demo.exception() is not None:
+        console.say(f"demo failed: {demo.exception()}")
+        return 1
+    return demo.result()
 
 
-def main() -> int:
+async def show(run_dir: Path, procs: Processes, console: Console) -> int:
+    """Start everything, then show the flow; returns 1 when a child stops unexpectedly."""
+    say = console.say
+    logs = run_dir / "logs"
+    py = sys.executable
+    rpc_port = free_port()
+    say(f"gridnode demo: logs in {logs}; Ctrl-C stops everything")
+    net = await procs.start("localnet", py, "-m", "simulators.chain.localnet", "--port",
+                            str(rpc_port), "--slot-ms", "400", "--state", str(run_dir / "chain"),
+                            "--bootstrap", log=logs / "localnet.log")
+    await wait_file(run_dir / "chain" / "bootstrap.json", net, "the localnet")
+    bootstrap = json.loads((run_dir / "chain" / "bootstrap.json").read_text())
+    say(f"  localnet at {bootstrap['rpc_url']} (programs deployed, bootstrap done)")
+
+    modbus_port = free_port()
+    await procs.start("modbus meters", py, "-m", "simulators.meters", "tcp", "--port",
+                      str(modbus_port), "--profile", "sdm630", "--profile", "sdm120",
+                      log=logs / "modbus.log")
+    say(f"  Modbus TCP meter simulator at 127.0.0.1:{modbus_port} (sdm630, sdm120)")
+    if not port_open(1883):
+        exe = shutil.which("mosquitto")
+        if exe is None:
+            say("  mosquitto is not installed: the MQTT meters will stay silent")
+        else:
+            await procs.start("mosquitto", exe, "-p", "1883", log=logs / "mosquitto.log")
+            for _ in range(50):
+                if port_open(1883):
+                    break
+                await asyncio.sleep(0.1)
+    await procs.start("mqtt meters", py, "-m", "simulators.meters", "mqtt", "--format",
+                      "tasmota", "--meters", "2", "--interval", "5", log=logs / "mqtt.log")
+    say("  MQTT meter simulator publishing Tasmota telemetry for 2 meters")
+
+    config = demo_config(run_dir, bootstrap, modbus_port)
+    from gridnode.config import load_config
+
+    cfg = load_config(config)
+    meter_ids = [m.meter_id for b in cfg.meters.buses for m in b.meters]
+    if cfg.meters.mqtt is not None:
+        meter_ids += [m.meter_id for m in cfg.meters.mqtt.meters]
+    await register(console, config, meter_ids)
+    await procs.start("gridnode", py, "-m", "gridnode", "run", "-c", str(config),
+                      log=logs / "gridnode.log")
+    say(f"  gridnode running ({shown(config)}): registering {len(meter_ids)} meters on chain, "
+        "then one oracle reading per meter per minute")
+    say(f"  inspect: .venv/bin/gridnode status -c {shown(config)}")
+    seen: set[int] = set()
+    while True:
+        await asyncio.sleep(1.0)
+        dead = procs.dead()
+        if dead:
+            say(f"\n{', '.join(dead)} stopped unexpectedly; see {logs}")
+            return 1
+        s = snapshot(cfg.node.database)
+        rows = s.get("intervals", [])
+        for k, (t, n, produced, consumed) in enumerate(rows):
+            complete = n >= len(meter_ids) or k < len(rows) - 1
+            if complete and t not in seen:
+                seen.add(t)
+                say(f"\r\033[Kinterval ending {time.strftime('%H:%M', time.gmtime(t))} UTC: "
+                    f"{n} finalized MeterReadingSubmitted events, produced {produced} Wh, "
+                    f"consumed {consumed} Wh")
+        say(f"\r\033[K{status_line(s)}", end="")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulators.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", type=Path, default=RUN,
+                        help=f"where this run's state and logs go, emptied first (default: {RUN})")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    (run_dir / "logs").mkdir(parents=True)
     try:
-        return asyncio.run(run())
-    except KeyboardInterrupt:
+        return asyncio.run(run(run_dir))
+    except KeyboardInterrupt:       # before the loop ran: nothing was started yet
         return 0
 
 
