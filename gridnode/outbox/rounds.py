@@ -1,10 +1,12 @@
 """The loop every pipeline stage runs: one round, then wait for a wake-up or the interval.
 
 A round that fails is logged and the loop goes on: the state it works from is in the store, so
-the next round picks up where this one stopped. An RPC outage and a full disk are expected
-weather: each is logged as a state (when it begins, a summary while it lasts, when it ends, with
-its duration) without a traceback, never once per round. Anything else is a bug worth a
-traceback, but still not a reason to stop submitting.
+the next round picks up where this one stopped. An RPC outage and a full or failing disk are
+expected weather: each is logged as a state (when it begins, a summary while it lasts, when it
+ends, with its duration) without a traceback, never once per round. Anything else is a bug worth
+a traceback, but still not a reason to stop submitting: its traceback is logged when it first
+happens (or when it changes), and while it repeats it is a state like the others, so a bug that
+fails every round cannot fill the SD card with the same traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from gridnode.chain.rpc import RpcUnavailable
 from gridnode.log import Episode, get_logger
-from gridnode.store import StorageFull
+from gridnode.store import StorageFull, StorageIOError, StoreReadOnly
 
 log = get_logger(__name__)
 
@@ -30,6 +32,10 @@ async def run_rounds(name: str, round_once: Callable[[], Awaitable[Any]], interv
     outage = Episode(log, f"{name}: no RPC endpoint answered",
                      f"{name}: RPC endpoint answered again", level=outage_level)
     full = Episode(log, f"{name}: storage full, round paused", f"{name}: storage writable again")
+    failing = Episode(log, f"{name}: storage failing, round paused",
+                      f"{name}: storage writable again")
+    broken = Episode(log, f"{name}: round failed", f"{name}: rounds succeed again", level="error")
+    last_bug: str | None = None
     while True:
         try:
             await round_once()
@@ -37,11 +43,18 @@ async def run_rounds(name: str, round_once: Callable[[], Awaitable[Any]], interv
             outage.occurred(error=str(exc)[:300])
         except StorageFull as exc:
             full.occurred(error=str(exc)[:300])
-        except Exception:  # noqa: BLE001 - one bad round must not stop the pipeline
-            log.exception(f"{name} round failed")
+        except (StorageIOError, StoreReadOnly) as exc:
+            failing.occurred(error=str(exc)[:300])
+        except Exception as exc:  # noqa: BLE001 - one bad round must not stop the pipeline
+            bug = f"{type(exc).__name__}: {exc}"[:300]
+            if bug != last_bug:
+                log.exception(f"{name} round failed")
+                last_bug = bug
+            broken.occurred(error=bug)
         else:
-            outage.cleared()
-            full.cleared()
+            for episode in (outage, full, failing, broken):
+                episode.cleared()
+            last_bug = None
         if wake is None:
             await asyncio.sleep(interval_s)
             continue

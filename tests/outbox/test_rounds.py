@@ -73,3 +73,34 @@ async def test_rpc_outage_is_logged_once_per_state(caplog: pytest.LogCaptureFixt
     assert [(level, event, f["state"]) for level, event, f in got] == [
         ("WARNING", "status poll: no RPC endpoint answered", "began")], got
     assert "ConnectionRefusedError" in got[0][2]["error"]
+
+
+async def test_a_bug_that_fails_every_round_logs_its_traceback_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gridnode.outbox.rounds")
+    rounds = 0
+
+    async def buggy_round() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds <= 40:
+            raise KeyError("missing column")     # the same bug, every round
+        if rounds <= 45:
+            raise ValueError("another bug")      # a new one gets its own traceback
+
+    task = asyncio.create_task(run_rounds("submission", buggy_round, 0.005))
+    try:
+        for _ in range(400):
+            if rounds > 50:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    got = lines(caplog)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert [r.exc_info[0] for r in tracebacks if r.exc_info] == [KeyError, ValueError]
+    assert [(level, event) for level, event, f in got if f.get("state") in
+            ("began", "ended")] == [("ERROR", "submission: round failed"),
+                                    ("INFO", "submission: rounds succeed again")]
+    assert len(got) <= 5, got           # 45 failed rounds, not 45 tracebacks
