@@ -174,3 +174,23 @@ async def test_em24_without_the_export_register(store, free_port):
     rows = await store.fetchall("SELECT import_wh, export_wh FROM readings")
     assert rows and all(r["export_wh"] is None and r["import_wh"] > 0 for r in rows)
     assert await intervals(store, sims[0].meter_id)
+
+
+async def test_implausible_instantaneous_values_are_not_stored(store, free_port):
+    """A meter reporting -5 V and 1 MHz: its counters are stored, those two values are not."""
+    clock = AcceleratedClock(START, factor=600)
+    sims, entries, rec, bms = setup(store, clock, ["sdm630"])
+    sims[0].voltage_v, sims[0].frequency_hz = -5.0, 1e6
+    async with ModbusTcpMeterServer([(sims[0], PROFILES["sdm630"])], port=free_port):
+        link = ModbusLink(LinkSettings("tcp", host="127.0.0.1", tcp_port=free_port,
+                                       timeout_s=0.5))
+        bus = BusPoller("b", link, bms, rec, BusTiming(poll_interval_s=20), clock)
+        async with running(rec, bus.run()):
+            await run_for(clock, 300)
+    h = entries[0].health
+    rows = await store.fetchall("SELECT import_wh, power_w, voltage_v, frequency_hz, current_a "
+                                "FROM readings")
+    assert len(rows) == h.accepted > 5
+    assert all(r["import_wh"] > 0 and r["power_w"] is not None for r in rows)
+    assert all(r["voltage_v"] is None and r["frequency_hz"] is None for r in rows)
+    assert h.rejections["implausible_value"] == h.accepted

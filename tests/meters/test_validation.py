@@ -1,3 +1,5 @@
+import math
+
 from solders.keypair import Keypair
 
 from gridnode.meters.reading import Reading
@@ -71,3 +73,40 @@ def test_health_turns_stale_and_logs_rejections_once_per_burst(caplog) -> None:
     assert len(lines) == 2
     assert [getattr(r, FIELDS)["suppressed"] for r in lines] == [0, 49]
     assert h.rejections["malformed"] == 51
+
+
+def test_implausible_instantaneous_values_are_dropped_counters_kept() -> None:
+    """Rated 10 kW, margin 1.5: |power| <= 15 kW, |current| <= 10 kW / (100 V x 0.5) x 1.5 =
+    300 A; voltage 0..1000 V; frequency 40..70 Hz; NaN and infinity never."""
+    v = Validator(Limits(rated_power_w=10_000))
+    now = T0 + 10_000_000
+    bad = r(0, 1000.0, power_w=1e308, voltage_v=-1e308, current_a=1e9, frequency_hz=1e6)
+    verdict = v.check(bad, now)
+    assert verdict.accepted and len(verdict.dropped) == 4
+    assert (bad.import_wh, bad.power_w, bad.voltage_v, bad.current_a, bad.frequency_hz) == (
+        1000.0, None, None, None, None)
+    assert "voltage_v=-1e+308 V outside [0, 1000] V" in verdict.dropped
+    edge = r(10, 1000.0, power_w=-15_000.0, voltage_v=1000.0, current_a=-300.0,
+             frequency_hz=40.0)
+    verdict = v.check(edge, now)
+    assert verdict.accepted and verdict.dropped == ()
+    assert (edge.power_w, edge.voltage_v, edge.current_a, edge.frequency_hz) == (
+        -15_000.0, 1000.0, -300.0, 40.0)
+    for i, (name, value) in enumerate((
+            ("power_w", 15_001.0), ("voltage_v", -0.1), ("voltage_v", 1000.1),
+            ("current_a", 300.1), ("frequency_hz", 39.9), ("frequency_hz", 70.1),
+            ("power_w", math.nan), ("frequency_hz", math.inf))):
+        reading = r(20 + i, 1000.0, **{name: value})
+        verdict = v.check(reading, now)
+        assert verdict.accepted and getattr(reading, name) is None, (name, value)
+        assert verdict.dropped and verdict.dropped[0].startswith(f"{name}="), verdict.dropped
+    # a rejected reading is judged by its counters alone and keeps its values untouched
+    rejected = r(5, 1000.0, power_w=1e308)
+    assert v.check(rejected, now).reason == "out_of_order" and rejected.power_w == 1e308
+
+
+def test_counters_beyond_what_a_float_counts_are_invalid() -> None:
+    v = Validator(Limits())
+    assert v.check(r(0, float(2**53) * 2), T0).reason == "invalid"
+    assert v.check(r(0, 1.0, math.nan), T0).reason == "invalid"
+    assert v.check(r(0, float(2**53)), T0).accepted
