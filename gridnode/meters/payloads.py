@@ -13,12 +13,17 @@ Built-in formats:
   `sequence_number` and an optional base58 Ed25519 `meter_signature`. Its energies are deltas;
   the ingest adds them to the meter's running counters.
 - generic: the same description, given in the configuration (`GenericFormat`).
+
+A value is a JSON number or a string holding a decimal number. NaN and infinity (as JSON literals
+or strings such as "NaN", "inf") and null mean "no data": the value is None, never zero, in every
+format, deltas included. Booleans, other strings and numbers beyond the float range are malformed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +37,8 @@ UNITS: dict[str, float] = {
     "Hz": 1.0,
 }
 TimeKind = Literal["iso", "local", "unix_s", "unix_ms", "receive"]
+_DECIMAL = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*", re.ASCII)
+_NOT_A_NUMBER = re.compile(r"\s*[-+]?(nan|inf|infinity)\s*", re.ASCII | re.IGNORECASE)
 
 
 class PayloadError(ValueError):
@@ -130,10 +137,11 @@ def _number(value: Any, where: str) -> float | None:
         except OverflowError:
             raise PayloadError("malformed", f"{where}: number out of range") from None
     elif isinstance(value, str):
-        try:
-            v = float(value)
-        except ValueError:
-            raise PayloadError("malformed", f"{where}: {value[:40]!r} is not a number") from None
+        if _NOT_A_NUMBER.fullmatch(value):
+            return None
+        if not _DECIMAL.fullmatch(value):
+            raise PayloadError("malformed", f"{where}: {value[:40]!r} is not a number")
+        v = float(value)
     else:
         raise PayloadError("malformed", f"{where}: {type(value).__name__} where a number belongs")
     if not math.isfinite(v):
@@ -212,7 +220,13 @@ def parse(
     values: dict[str, float | None] = {}
     for role, (path, unit) in tf.fields.items():
         v = _value(_get(doc, path), path, role)
-        values[role] = None if v is None else v * UNITS[unit]
+        if v is not None:
+            v *= UNITS[unit]
+            if not math.isfinite(v):
+                raise PayloadError("malformed", f"{path}: number out of range in {unit}")
+            if tf.delta and role in ("import_wh", "export_wh") and v < 0:
+                raise PayloadError("invalid", f"{path}: negative energy delta {v:.6g} Wh")
+        values[role] = v
     if tf.counters and values.get("import_wh") is None and values.get("export_wh") is None:
         raise PayloadError("no_data", "no energy counter in payload")
     read_ms = _time_ms(_get(doc, tf.time_path) if tf.time_path else None, tf.time_kind, tz,
@@ -233,14 +247,12 @@ def parse(
         sig = raw_sig or None
         kwh = ((values.get("export_wh") or 0.0) - (values.get("import_wh") or 0.0)) / 1000.0
         signed = canonical_message(meter_id, kwh, read_ms, seq if seq is not None else 0)
-    imp = values.get("import_wh")
-    if tf.counters and imp is None and tf.delta:
-        imp = 0.0
     reading = Reading(
         meter_id=meter_id, read_at_ms=read_ms, received_at_ms=received_ms,
-        import_wh=imp, export_wh=values.get("export_wh"), power_w=values.get("power_w"),
-        voltage_v=values.get("voltage_v"), current_a=values.get("current_a"),
-        frequency_hz=values.get("frequency_hz"), sequence=seq, signature=sig,
+        import_wh=values.get("import_wh"), export_wh=values.get("export_wh"),
+        power_w=values.get("power_w"), voltage_v=values.get("voltage_v"),
+        current_a=values.get("current_a"), frequency_hz=values.get("frequency_hz"),
+        sequence=seq, signature=sig,
         signed_message=signed,
     )
     return Parsed(reading, tf.counters, tf.delta)

@@ -95,3 +95,62 @@ def test_gridtokenx_payload_for_another_meter_is_refused() -> None:
     with pytest.raises(PayloadError) as e:
         parse(FORMATS["gridtokenx"].topics[0], json.dumps(doc).encode(), "g1", BERLIN, NOW)
     assert e.value.reason == "unknown_meter"
+
+
+# Every format, with the import counter written as X (raw JSON text) next to a valid value.
+AUDIT = {
+    "tasmota": (FORMATS["tasmota"].topics[0],
+                '{"Time":"2026-07-01T14:00:00","ENERGY":{"Total":X,"ExportActive":1.5,"Power":X}}'),
+    "shelly": (FORMATS["shelly"].topics[0], '{"id":0,"total_act":X,"total_act_ret":12.5}'),
+    "gridtokenx": (FORMATS["gridtokenx"].topics[0],
+                   '{"meter_id":"m","timestamp":"2026-05-28T20:00:00Z","sequence_number":3,'
+                   '"energy_consumed":X,"energy_generated":0.0015,"voltage":X}'),
+    "generic": (generic_format("{topic}", {"import_wh": ("e", "kWh"), "power_w": ("p", "W"),
+                                           "export_wh": ("x", "Wh")}, "ts", "unix_s",
+                               delta=True).topics[0], '{"e":X,"p":X,"x":1.5,"ts":1780000000}'),
+}
+NO_DATA = ['"NaN"', '"nan"', '" inf "', '"-Infinity"', "NaN", "Infinity", "-Infinity", "null",
+           "1e400", "[1, NaN]"]
+MALFORMED = ["true", "false", '"1_000"', '"0x10"', '"\\u0661\\u0662"', '"12 kWh"', '""', "{}",
+             "1" + "0" * 400]
+
+
+@pytest.mark.parametrize("fmt", sorted(AUDIT))
+@pytest.mark.parametrize("token", NO_DATA)
+def test_nan_inf_and_null_are_no_data_never_zero_in_every_format(fmt: str, token: str) -> None:
+    tf, template = AUDIT[fmt]
+    p = parse(tf, template.replace("X", token).encode(), "m", BERLIN, NOW)
+    assert p.reading.import_wh is None, "no data must not become a number (or zero)"
+    assert p.reading.export_wh == pytest.approx(
+        {"tasmota": 1500.0, "shelly": 12.5, "gridtokenx": 1.5, "generic": 1.5}[fmt])
+    assert p.reading.power_w is None and p.reading.voltage_v is None
+
+
+@pytest.mark.parametrize("fmt", sorted(AUDIT))
+@pytest.mark.parametrize("token", MALFORMED)
+def test_booleans_odd_strings_and_huge_ints_are_malformed_in_every_format(
+        fmt: str, token: str) -> None:
+    tf, template = AUDIT[fmt]
+    with pytest.raises(PayloadError) as e:
+        parse(tf, template.replace("X", token, 1).replace("X", "1").encode(), "m", BERLIN, NOW)
+    assert e.value.reason == "malformed"
+
+
+def test_numbers_as_decimal_strings_still_read() -> None:
+    tf, template = AUDIT["shelly"]
+    for token, wh in (('"5000.5"', 5000.5), ('" -1e3 "', -1000.0), ('".5"', 0.5), ("7", 7.0)):
+        assert parse(tf, template.replace("X", token).encode(), "m", BERLIN, NOW
+                     ).reading.import_wh == wh
+
+
+def test_out_of_range_after_the_unit_and_negative_deltas_are_refused() -> None:
+    tasmota, template = AUDIT["tasmota"]
+    with pytest.raises(PayloadError) as e:   # 1e306 kWh is beyond the float range in Wh
+        parse(tasmota, template.replace("X", "1e306", 1).replace("X", "1").encode(), "m",
+              BERLIN, NOW)
+    assert e.value.reason == "malformed"
+    gx, template = AUDIT["gridtokenx"]
+    with pytest.raises(PayloadError) as e:
+        parse(gx, template.replace("X", "-0.5", 1).replace("X", "230").encode(), "m", BERLIN,
+              NOW)
+    assert e.value.reason == "invalid" and "negative energy delta" in str(e.value)
