@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -352,3 +353,29 @@ def test_status_says_when_a_meter_has_no_export_counter(
     code, out, _ = run_cli(capsys, "status", "--db", str(db))
     assert code == 0 and "None" not in out
     assert "import=42.5 Wh no export counter" in out
+
+
+def test_check_config_finds_one_device_behind_two_names(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What parse_config cannot see: a host name that resolves to another entry's address, a
+    serial path that is a link to another entry's device (/dev/serial/by-id/... -> ttyUSB0)."""
+    host = socket.gethostname()
+    try:
+        address = socket.getaddrinfo(host, 502, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError:
+        pytest.skip(f"this machine's name {host!r} does not resolve")
+    device = tmp_path / "ttyUSB0"
+    device.write_text("")
+    (tmp_path / "by-id").mkdir()
+    (tmp_path / "by-id" / "usb-meter-port0").symlink_to(device)
+    cfg = tmp_path / "site.toml"
+    cfg.write_text("".join(f'[[meters.buses]]\nkind = "tcp"\nhost = "{h}"\n'
+                           for h in (address, host))
+                   + "".join(f'[[meters.buses]]\nkind = "rtu"\nport = "{p}"\n'
+                             for p in (device, tmp_path / "by-id" / "usb-meter-port0")))
+    code, _, err = run_cli(capsys, "check-config", str(cfg))
+    assert code == 2 and "configuration errors (2):" in err
+    assert (f"{cfg}: meters.buses[1].host = '{host}:502': expected a bus endpoint not already "
+            f"used by meters.buses[0] ('{address}:502'") in err
+    assert (f"{cfg}: meters.buses[3].port = '{tmp_path / 'by-id' / 'usb-meter-port0'}': "
+            f"expected a bus endpoint not already used by meters.buses[2]") in err

@@ -46,7 +46,7 @@ MAX_BLOCK = 125  # registers in one read (Modbus limit for FC3/FC4)
 
 
 class RegisterSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     role: Role
     address: int = Field(ge=0, le=0xFFFF)
@@ -63,7 +63,7 @@ class RegisterSpec(BaseModel):
 class Profile(BaseModel):
     """One meter model. Register-level fields default to the profile-level ones."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     description: str = ""

@@ -171,6 +171,13 @@ def test_infinite_or_nan_numbers_are_refused_everywhere() -> None:
 max_age_s = inf
 plausibility_margin = nan
 
+[[meters.profiles]]
+name = "site"
+[[meters.profiles.registers]]
+role = "import_wh"
+address = 0
+scale = inf
+
 [[meters.buses]]
 kind = "tcp"
 host = "10.0.0.5"
@@ -192,6 +199,7 @@ max_age_hours = inf
 """)
     by_path = {path: (value, allowed) for _, path, value, allowed in errors}
     assert set(by_path) == {"meters.max_age_s", "meters.plausibility_margin",
+                            "meters.profiles[0].registers[0].scale",
                             "meters.buses[0].timeout_s", "meters.buses[0].meters[0].rated_power_w",
                             "meters.mqtt.meters[0].rated_power_w", "outbox.max_age_hours"}
     assert by_path["meters.max_age_s"] == ("inf", "a finite number")
