@@ -302,8 +302,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise ConfigError([ConfigIssue(cfg.source, "chain", "<missing>", "a [chain] section: "
                                        "the node's pipeline signs and submits registrations")])
     wallets = [str(k.pubkey()) for k in load_configured_keypairs(
-        cfg.source, [(f"chain.user_keypairs[{i}]", p)
-                     for i, p in enumerate(cfg.chain.user_keypairs)])]
+        cfg.source, cfg.chain.user_keypair_files())]
     signer = args.user if args.what == "user" else args.owner
     if signer is None:
         if len(wallets) != 1:

@@ -89,7 +89,7 @@ def _pipeline(config: GridnodeConfig, store: Store, gateway: Keypair) -> Pipelin
     authority, users = None, []
     named = [("chain.authority_keypair", chain.authority_keypair)] if chain.authority_keypair \
         else []
-    named += [(f"chain.user_keypairs[{i}]", p) for i, p in enumerate(chain.user_keypairs)]
+    named += chain.user_keypair_files()
     try:
         keypairs = load_configured_keypairs(config.source, named)
         authority = keypairs.pop(0) if chain.authority_keypair else None

@@ -65,3 +65,7 @@ class ChainConfig(Section):
     # Keys the node may sign with besides the gateway: the programs' authority and user wallets.
     authority_keypair: Path | None = None
     user_keypairs: list[Path] = Field(default_factory=list)
+
+    def user_keypair_files(self) -> list[tuple[str, Path]]:
+        """(key path, file) of each user wallet, for errors that name the key."""
+        return [(f"chain.user_keypairs[{i}]", p) for i, p in enumerate(self.user_keypairs)]

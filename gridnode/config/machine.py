@@ -77,7 +77,7 @@ def _unusable(load: Callable[[], object]) -> str | None:
     try:
         load()
     except OSError as exc:          # ssl.SSLError is an OSError too
-        return getattr(exc, "reason", None) or exc.strerror or str(exc)
+        return exc.strerror or str(exc)
     return None
 
 
