@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -32,7 +33,8 @@ from gridnode.config import (
     summary,
 )
 from gridnode.keys import KeyFileError, generate_keypair_file, load_configured_keypairs
-from gridnode.store import MigrationError, Store, StoreError, operations, transitions
+from gridnode.store import MigrationError, Store, StoreError, migrate, operations, transitions
+from gridnode.store import meters as meter_reads
 
 T = typing.TypeVar("T")
 DEFAULT_CONFIG = "/etc/gridnode/gridnode.toml"
@@ -143,10 +145,10 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     path = _database(args, must_exist=False)
 
     async def go(store: Store) -> int:
-        row = await store.fetchone("SELECT max(version) FROM schema_migrations")
+        version = await migrate.current_version(store)
         for mig in store.applied_now:
             _out(f"applied {mig.version:04d}_{mig.name}")
-        _out(f"{path}: schema version {row[0] if row else 0}"
+        _out(f"{path}: schema version {version}"
              + ("" if store.applied_now else " (up to date)"))
         return EXIT_OK
 
@@ -169,42 +171,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     async def go(store: Store) -> int:
         now = time.time() * 1000
-        counts = await store.fetchall(
-            "SELECT status, count(*) AS n FROM operations GROUP BY status ORDER BY status")
+        counts = await operations.status_counts(store)
         _out(f"database: {path}")
-        _out("operations: " + (", ".join(f"{r['status']}={r['n']}" for r in counts) or "none"))
-        oldest = await store.fetchone(
-            "SELECT id, tx_type, idempotency_key, created_at_ms FROM operations "
-            "WHERE status = 'pending' ORDER BY created_at_ms, id LIMIT 1")
+        _out("operations: " + (", ".join(f"{k}={n}" for k, n in counts.items()) or "none"))
+        oldest = await operations.oldest(store, transitions.PENDING)
         if oldest is not None:
-            _out(f"oldest pending: #{oldest['id']} {oldest['tx_type']} "
-                 f"{oldest['idempotency_key']} ({_age(now - oldest['created_at_ms'])} old)")
+            _out(f"oldest pending: #{oldest.id} {oldest.tx_type} "
+                 f"{oldest.idempotency_key} ({_age(now - oldest.created_at_ms)} old)")
         else:
             _out("oldest pending: none")
-        meters = await store.fetchall(
-            "SELECT m.meter_id, m.source, r.read_at_ms, r.import_wh, r.export_wh, h.state, "
-            "h.accepted, h.rejected, h.rejections, h.errors, h.last_error "
-            "FROM meters m LEFT JOIN readings r ON r.id = ("
-            "  SELECT id FROM readings WHERE meter_id = m.meter_id "
-            "  ORDER BY read_at_ms DESC LIMIT 1) "
-            "LEFT JOIN meter_health h ON h.meter_id = m.meter_id ORDER BY m.meter_id")
+        meters = await meter_reads.statuses(store)
         _out("meters:" + ("" if meters else " none"))
         for m in meters:
-            line = f"  {m['meter_id']} ({m['source']}"
-            line += f", {m['state']}): " if m["state"] else "): "
-            if m["read_at_ms"] is None:
+            line = f"  {m.meter_id} ({m.source}"
+            line += f", {m.state}): " if m.state else "): "
+            if m.read_at_ms is None:
                 line += "no reading yet"
             else:
-                export = (f"export={m['export_wh']} Wh" if m["export_wh"] is not None
+                export = (f"export={m.export_wh} Wh" if m.export_wh is not None
                           else "no export counter")
-                line += (f"last reading {_iso(m['read_at_ms'])} ({_age(now - m['read_at_ms'])} "
-                         f"ago) import={m['import_wh']} Wh {export}")
-            if m["state"]:
-                why = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(m["rejections"]).items()))
-                line += (f"; accepted={m['accepted']} rejected={m['rejected']}"
-                         + (f" ({why})" if why else "") + f" errors={m['errors']}")
-                if m["last_error"]:
-                    line += f" last error: {m['last_error']}"
+                line += (f"last reading {_iso(m.read_at_ms)} ({_age(now - m.read_at_ms)} "
+                         f"ago) import={m.import_wh} Wh {export}")
+            if m.state:
+                why = ", ".join(f"{k}={v}" for k, v in sorted(m.rejections.items()))
+                line += (f"; accepted={m.accepted} rejected={m.rejected}"
+                         + (f" ({why})" if why else "") + f" errors={m.errors}")
+                if m.last_error:
+                    line += f" last error: {m.last_error}"
             _out(line)
         return EXIT_OK
 
@@ -215,16 +208,13 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
     path = _database(args)
 
     async def go(store: Store) -> int:
-        where, params = ("WHERE status = ?", [args.status]) if args.status else ("", [])
-        rows = await store.fetchall(
-            f"SELECT id, tx_type, status, attempts, idempotency_key, updated_at_ms, last_error "
-            f"FROM operations {where} ORDER BY id DESC LIMIT ?", [*params, args.limit])
+        ops = await operations.newest(store, args.limit, args.status)
         _out(f"{'id':>8}  {'status':<10} {'attempts':>8}  {'updated (UTC)':<20} "
              "type / idempotency key")
-        for r in rows:
-            _out(f"{r['id']:>8}  {r['status']:<10} {r['attempts']:>8}  "
-                 f"{_iso(r['updated_at_ms']):<20} {r['tx_type']} {r['idempotency_key']}"
-                 + (f"  error: {r['last_error']}" if r["last_error"] else ""))
+        for op in ops:
+            _out(f"{op.id:>8}  {op.status:<10} {op.attempts:>8}  "
+                 f"{_iso(op.updated_at_ms):<20} {op.tx_type} {op.idempotency_key}"
+                 + (f"  error: {op.last_error}" if op.last_error else ""))
         return EXIT_OK
 
     return asyncio.run(_with_store(path, go))
@@ -234,35 +224,27 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
     path = _database(args)
 
     async def go(store: Store) -> int:
-        op = await store.fetchone("SELECT * FROM operations WHERE id = ?", (args.id,))
+        op = await operations.get(store, args.id)
         if op is None:
-            raise CliError(f"no operation {args.id}")
-        for key in op.keys():
-            value = op[key]
+            raise operations.OperationNotFound(args.id)
+        for field in dataclasses.fields(op):       # the columns, in the table's order
+            key, value = field.name, getattr(op, field.name)
             if key.endswith("_at_ms") and value is not None:
                 value = f"{_iso(value)} ({value})"
             elif key == "payload":
-                value = json.dumps(json.loads(value), indent=2, sort_keys=True).replace(
-                    "\n", "\n    ")
+                value = json.dumps(value, indent=2, sort_keys=True).replace("\n", "\n    ")
             _out(f"{key}: {value}")
-        attempts = await store.fetchall(
-            "SELECT a.signature, a.observed_status, a.blockhash, a.last_valid_block_height, "
-            "a.send_count, a.created_at_ms, a.slot, a.err FROM tx_attempts a "
-            "JOIN tx_attempt_operations o ON o.signature = a.signature "
-            "WHERE o.operation_id = ? ORDER BY a.created_at_ms", (args.id,))
+        attempts = await operations.attempts_of(store, args.id)
         _out(f"transactions: {len(attempts)}")
         for a in attempts:
-            _out(f"  {a['signature']} {a['observed_status']} sent={a['send_count']}x "
-                 f"blockhash={a['blockhash']} lvbh={a['last_valid_block_height']}"
-                 + (f" slot={a['slot']}" if a["slot"] is not None else "")
-                 + (f" err={a['err']}" if a["err"] else ""))
-        audit = await store.fetchall(
-            "SELECT at_ms, old_status, new_status, reason, details FROM audit_log "
-            "WHERE entity = 'operation' AND entity_id = ? ORDER BY id", (args.id,))
+            _out(f"  {a.signature} {a.observed_status} sent={a.send_count}x "
+                 f"blockhash={a.blockhash} lvbh={a.last_valid_block_height}"
+                 + (f" slot={a.slot}" if a.slot is not None else "")
+                 + (f" err={a.err}" if a.err else ""))
         _out("history:")
-        for a in audit:
-            _out(f"  {_iso(a['at_ms'])} {a['old_status'] or '-'} -> {a['new_status']}: "
-                 f"{a['reason']}" + (f" {a['details']}" if a["details"] else ""))
+        for h in await operations.history(store, args.id):
+            _out(f"  {_iso(h.at_ms)} {h.old_status or '-'} -> {h.new_status}: "
+                 f"{h.reason}" + (f" {h.details}" if h.details else ""))
         return EXIT_OK
 
     return asyncio.run(_with_store(path, go))
@@ -273,18 +255,8 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 
     async def go(store: Store) -> int:
         async with store.write() as tx:
-            row = await tx.fetchone("SELECT status FROM operations WHERE id = ?", (args.id,))
-            if row is None:
-                raise CliError(f"no operation {args.id}")
-            if row["status"] not in transitions.OPERATOR_RETRYABLE:
-                raise CliError(
-                    f"operation {args.id} is {row['status']}; an operator may retry only "
-                    f"{', '.join(sorted(transitions.OPERATOR_RETRYABLE))} operations")
-            await tx.set_status("operation", args.id, "pending", reason="operator retry",
-                                details={"note": args.reason} if args.reason else None)
-            await tx.execute("UPDATE operations SET attempts = 0, next_attempt_at_ms = NULL "
-                             "WHERE id = ?", (args.id,))
-        _out(f"operation {args.id}: {row['status']} -> pending")
+            old = await operations.operator_retry(tx, args.id, args.reason)
+        _out(f"operation {args.id}: {old} -> {transitions.PENDING}")
         return EXIT_OK
 
     return asyncio.run(_with_store(path, go))

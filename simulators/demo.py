@@ -31,6 +31,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gridnode.chain.txtypes import TX_TYPES
+from gridnode.chain.validation import MeterReadingPayload
+from gridnode.store import StoreError, meters, operations
+from gridnode.store.readonly import ReadOnlyStore
+
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "var" / "demo"
 CONFIG = REPO / "config" / "demo.toml"
@@ -153,30 +158,37 @@ def shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def snapshot(db: Path) -> dict:
-    """Counts for the status line, read-only."""
-    if not db.exists():
-        return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+READING_EVENT = "MeterReadingSubmitted"     # the oracle program's event for one reading
+
+
+async def snapshot(db: Path) -> dict:
+    """Counts for the status line, read from gridnode's database without writing to it: the
+    operations of the oracle readings and of the rest (the registrations), the raw readings, the
+    signed transactions, and the finalized reading events with their sums per interval end."""
+    reading = next(t.name for t in TX_TYPES.values() if t.payload is MeterReadingPayload)
     try:
-        q = conn.execute
-        ops = dict(q("SELECT status, count(*) FROM operations WHERE tx_type = 'meter_reading' "
-                     "GROUP BY status").fetchall())
-        reg = dict(q("SELECT status, count(*) FROM operations WHERE tx_type != 'meter_reading' "
-                     "GROUP BY status").fetchall())
-        readings = q("SELECT count(*) FROM readings").fetchone()[0]
-        events = q("SELECT count(*) FROM chain_events WHERE name = 'MeterReadingSubmitted'").fetchone()[0]
-        per_interval = q(
-            "SELECT json_extract(data, '$.timestamp') AS t, count(*), "
-            "sum(json_extract(data, '$.energy_produced')), sum(json_extract(data, '$.energy_consumed')) "
-            "FROM chain_events WHERE name = 'MeterReadingSubmitted' GROUP BY t ORDER BY t").fetchall()
-        txs = q("SELECT count(DISTINCT signature) FROM tx_attempts").fetchone()[0]
-        return {"ops": ops, "reg": reg, "readings": readings, "events": events,
-                "intervals": per_interval, "txs": txs}
-    except sqlite3.Error:
+        async with await ReadOnlyStore.open(db) as store:
+            by_type = await operations.status_counts_by_type(store)
+            readings = await meters.reading_count(store)
+            events = await operations.events(store, READING_EVENT)
+            txs = await operations.attempt_count(store)
+    except (StoreError, sqlite3.Error):     # not created yet, or its tables not yet
         return {}
-    finally:
-        conn.close()
+    reg: dict[str, int] = {}
+    for tx_type, counts in by_type.items():
+        if tx_type != reading:
+            for status, n in counts.items():
+                reg[status] = reg.get(status, 0) + n
+    per_interval: dict[int, list[int]] = {}
+    for e in events:
+        data = json.loads(e.data)
+        row = per_interval.setdefault(int(data["timestamp"]), [0, 0, 0])
+        row[0] += 1
+        row[1] += int(data["energy_produced"])
+        row[2] += int(data["energy_consumed"])
+    return {"ops": by_type.get(reading, {}), "reg": reg, "readings": readings,
+            "events": len(events), "txs": txs,
+            "intervals": [(t, *row) for t, row in sorted(per_interval.items())]}
 
 
 def status_line(s: dict) -> str:
@@ -271,7 +283,7 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
         if dead:
             say(f"\n{', '.join(dead)} stopped unexpectedly; see {logs}")
             return 1
-        s = snapshot(cfg.node.database)
+        s = await snapshot(cfg.node.database)
         rows = s.get("intervals", [])
         for k, (t, n, produced, consumed) in enumerate(rows):
             complete = n >= len(meter_ids) or k < len(rows) - 1

@@ -15,7 +15,7 @@ import pytest
 
 from gridnode.cli import main
 from gridnode.keys import generate_keypair_file
-from gridnode.store import Store
+from gridnode.store import Store, migrate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,8 +117,11 @@ def test_db_status_and_outbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert run_cli(capsys, "status", "--db", str(db))[0] == 1     # nothing there yet
     code, out, _ = run_cli(capsys, "db", "migrate", "--db", str(db))
     assert code == 0 and "applied 0001_initial" in out
+    latest = migrate.discover()[-1].version
+    assert out.splitlines()[-1] == f"{db}: schema version {latest}"
     code, out, _ = run_cli(capsys, "db", "migrate", "--db", str(db))
-    assert code == 0 and "up to date" in out and "applied" not in out
+    assert code == 0 and "applied" not in out
+    assert out.splitlines() == [f"{db}: schema version {latest} (up to date)"]
     ids = _seed(db)
     code, out, _ = run_cli(capsys, "db", "check", "--db", str(db))
     assert code == 0 and out.strip().endswith(": ok")

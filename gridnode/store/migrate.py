@@ -15,6 +15,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gridnode.store.db import _Reads
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -63,6 +67,12 @@ def applied(conn: sqlite3.Connection) -> dict[int, tuple[str, str]]:
     conn.execute(_TRACKING_TABLE)
     rows = conn.execute("SELECT version, name, sha256 FROM schema_migrations").fetchall()
     return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
+
+
+async def current_version(db: _Reads) -> int:
+    """The schema version of an open store: the highest migration applied (0: none)."""
+    row = await db.fetchone("SELECT max(version) AS v FROM schema_migrations")
+    return int(row["v"]) if row is not None and row["v"] is not None else 0
 
 
 def pending(conn: sqlite3.Connection, migrations: list[Migration]) -> list[Migration]:

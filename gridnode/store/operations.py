@@ -222,6 +222,17 @@ async def status_counts(db: Reader) -> dict[str, int]:
     return {str(r["status"]): int(r["n"]) for r in rows}
 
 
+async def status_counts_by_type(db: Reader) -> dict[str, dict[str, int]]:
+    """Number of operations in each status, per tx type (only what occurs)."""
+    rows = await db.fetchall(
+        "SELECT tx_type, status, count(*) AS n FROM operations GROUP BY tx_type, status "
+        "ORDER BY tx_type, status")
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        out.setdefault(str(r["tx_type"]), {})[str(r["status"])] = int(r["n"])
+    return out
+
+
 async def oldest(db: Reader, status: str) -> Operation | None:
     """The operation that has been longest in `status`'s queue (by creation)."""
     row = await db.fetchone(
@@ -406,6 +417,21 @@ async def attempts_of(db: Reader, op_id: int) -> list[TxAttempt]:
         "JOIN tx_attempt_operations o ON o.signature = a.signature "
         "WHERE o.operation_id = ? ORDER BY a.created_at_ms", (op_id,))
     return [TxAttempt(**{f.name: r[f.name] for f in fields(TxAttempt)}) for r in rows]
+
+
+async def attempt_count(db: Reader) -> int:
+    """Number of transactions ever signed (each is kept, landed or not)."""
+    row = await db.fetchone("SELECT count(*) AS n FROM tx_attempts")
+    return int(row["n"]) if row is not None else 0
+
+
+async def events(db: Reader, name: str) -> list[ChainEvent]:
+    """The decoded chain events called `name`, in the order they were recorded."""
+    rows = await db.fetchall(
+        "SELECT signature, operation_id, program_id, name, data, slot FROM chain_events "
+        "WHERE name = ? ORDER BY id", (name,))
+    return [ChainEvent(r["signature"], r["operation_id"], r["program_id"], r["name"], r["data"],
+                       r["slot"]) for r in rows]
 
 
 # -- recovery counters -------------------------------------------------------------------------

@@ -3,15 +3,18 @@ commands read and change, and the status groups they select by."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from solders.pubkey import Pubkey
 
 from gridnode.chain.txtypes import new_operation
-from gridnode.chain.validation import MeterReadingPayload
-from gridnode.store import Store, WriteTx, operations, transitions
-from gridnode.store.operations import NewAttempt, NotRetryable, OperationNotFound
+from gridnode.chain.validation import MeterReadingPayload, UserRegistrationPayload
+from gridnode.store import Store, StoreError, WriteTx, operations, transitions
+from gridnode.store.operations import ChainEvent, NewAttempt, NotRetryable, OperationNotFound
+from gridnode.store.readonly import ReadOnlyStore
 
 
 def reading(meter: str, end: int) -> MeterReadingPayload:
@@ -101,6 +104,44 @@ async def test_operator_retry_and_listing(store: Store) -> None:
     assert (last.old_status, last.new_status, last.reason) == ("parked", "pending",
                                                                "operator retry")
     assert last.details is not None and "fixed the key" in last.details
+
+
+async def test_counts_per_type_transactions_and_events(store: Store) -> None:
+    user = UserRegistrationPayload(user=str(Pubkey.default()), user_type="prosumer", location="x")
+    async with store.write() as tx:
+        a, b = await two_readings(tx)
+        reg, _ = await operations.add(tx, new_operation(user))
+        await operations.record_signed(tx, NewAttempt("sig1", b"bytes", "hash", 150, 20_000, 7),
+                                       [(a, 0), (b, 1)])
+        await operations.record_signed(tx, NewAttempt("sig2", b"bytes", "hash", 150, 20_000, 7),
+                                       [(reg, 0)])
+        await operations.record_finalized(tx, "sig1", 5000, 42, [
+            ChainEvent("sig1", b, "oracle", "MeterReadingSubmitted", '{"timestamp":900}', 42),
+            ChainEvent("sig1", a, "oracle", "MeterReadingSubmitted", '{"timestamp":901}', 42),
+            ChainEvent("sig1", None, "registry", "Other", "{}", 42)])
+    assert await operations.status_counts_by_type(store) == {
+        "meter_reading": {"signed": 2}, "user_registration": {"signed": 1}}
+    assert await operations.attempt_count(store) == 2
+    readings = await operations.events(store, "MeterReadingSubmitted")
+    assert [(e.operation_id, e.data, e.slot) for e in readings] == [
+        (b, '{"timestamp":900}', 42), (a, '{"timestamp":901}', 42)]
+    assert await operations.events(store, "Nothing") == []
+
+
+async def test_a_read_only_store_reads_the_same_and_writes_nothing(store: Store,
+                                                                   tmp_path: Path) -> None:
+    async with store.write() as tx:
+        await two_readings(tx)
+    async with await ReadOnlyStore.open(store.path) as ro:
+        assert await operations.status_counts(ro) == {"pending": 2}
+        assert [o.id for o in await operations.newest(ro, 10)] == \
+            [o.id for o in await operations.newest(store, 10)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await ro.fetchall("DELETE FROM operations")
+    assert await operations.status_counts(store) == {"pending": 2}
+    with pytest.raises(StoreError, match="no database"):
+        await ReadOnlyStore.open(tmp_path / "absent.db")
+    assert not (tmp_path / "absent.db").exists()
 
 
 def test_status_groups_follow_the_transition_table() -> None:

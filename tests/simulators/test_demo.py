@@ -16,6 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+from solders.pubkey import Pubkey
+
+from gridnode.chain.txtypes import new_operation
+from gridnode.chain.validation import MeterReadingPayload, UserRegistrationPayload
+from gridnode.store import Store, operations
+from gridnode.store.operations import ChainEvent, NewAttempt
+from simulators.demo import snapshot, status_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,3 +99,43 @@ def test_the_demo_stops_its_children_whatever_ends_it(tmp_path: Path, ending: st
             if alive(p):
                 os.kill(p, signal.SIGKILL)
         proc.wait()
+
+
+async def test_the_status_line_counts_what_the_node_stored(tmp_path: Path) -> None:
+    db = tmp_path / "gridnode.db"
+    assert await snapshot(db) == {} and not db.exists()     # the node has not started yet
+    store = await Store.open(db)
+    try:
+        assert await snapshot(db) == {"ops": {}, "reg": {}, "readings": 0, "events": 0,
+                                      "txs": 0, "intervals": []}
+        ops = []
+        async with store.write() as tx:
+            await tx.execute("INSERT INTO meters (meter_id, source, created_at_ms, updated_at_ms) "
+                             "VALUES ('m1', 'mqtt', 0, 0)")
+            await tx.execute("INSERT INTO readings (meter_id, read_at_ms, received_at_ms, "
+                             "import_wh) VALUES ('m1', 1000, 1000, 1.5), ('m1', 2000, 2000, 2.5)")
+            for meter in ("m1", "m2", "m3"):
+                op_id, _ = await operations.add(tx, new_operation(MeterReadingPayload(
+                    meter_id=meter, interval_start=0, interval_end=60, energy_produced_wh=5,
+                    energy_consumed_wh=2)))
+                ops.append(op_id)
+            await operations.add(tx, new_operation(UserRegistrationPayload(
+                user=str(Pubkey.default()), user_type="prosumer", location="x")))
+            await operations.record_signed(tx, NewAttempt("sig", b"x", "h", 9, 1, 1),
+                                           [(ops[0], 0), (ops[1], 1)])
+            for op_id in ops[:2]:
+                await operations.move(tx, op_id, "submitted", reason="sent")
+                await operations.move(tx, op_id, "finalized", reason="finalized")
+            await operations.record_finalized(tx, "sig", 5000, 7, [
+                ChainEvent("sig", op_id, "oracle", "MeterReadingSubmitted",
+                           f'{{"timestamp": {t}, "energy_produced": {p}, "energy_consumed": 2}}',
+                           7)
+                for op_id, t, p in ((ops[0], 60, 5), (ops[1], 60, 4), (ops[0], 120, 1))])
+        s = await snapshot(db)
+    finally:
+        await store.close()
+    assert s == {"ops": {"finalized": 2, "pending": 1}, "reg": {"pending": 1}, "readings": 2,
+                 "events": 3, "txs": 1, "intervals": [(60, 2, 9, 4), (120, 1, 1, 2)]}
+    line = status_line(s)
+    assert "meters registering {'pending': 1} | raw readings 2 | interval ops pending=1 " \
+        "finalized=2 | txs 1 | finalized MeterReadingSubmitted 3" in line
