@@ -18,7 +18,8 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from solders.pubkey import Pubkey
+
+from gridnode.types import Base58Pubkey, CertificateId, MeterId
 
 U64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
 I64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
@@ -60,14 +61,6 @@ class TooOld(OperationInvalid):
     outcome = Outcome.PARKED
 
 
-def _pubkey(v: str) -> str:
-    try:
-        Pubkey.from_string(v)
-    except Exception as exc:
-        raise ValueError(f"not a base58 public key: {v!r}") from exc
-    return v
-
-
 class Payload(BaseModel):
     """Base of the payload models: immutable; fields beyond the model's are kept, not checked."""
 
@@ -79,14 +72,9 @@ class Payload(BaseModel):
 
 
 class MeterIdMixin(Payload):
-    meter_id: str
+    """A payload about one meter, named by its on-chain id."""
 
-    @field_validator("meter_id")
-    @classmethod
-    def _meter_id(cls, v: str) -> str:
-        if not v or len(v.encode()) > 32:
-            raise ValueError("meter_id must be 1..32 bytes (it is a PDA seed)")
-        return v
+    meter_id: MeterId
 
 
 class MeterReadingPayload(MeterIdMixin):
@@ -106,16 +94,14 @@ class MeterReadingPayload(MeterIdMixin):
 
 
 class UserRegistrationPayload(Payload):
-    user: str
+    user: Base58Pubkey
     user_type: Literal["prosumer", "consumer"]
     location: str = Field(max_length=100)
-    _v = field_validator("user")(_pubkey)
 
 
 class MeterRegistrationPayload(MeterIdMixin):
-    owner: str
+    owner: Base58Pubkey
     meter_type: Literal["solar", "wind", "battery", "grid"]
-    _v = field_validator("owner")(_pubkey)
 
 
 class MarketClearingPayload(Payload):
@@ -123,46 +109,35 @@ class MarketClearingPayload(Payload):
 
 
 class OrderCreationPayload(Payload):
-    owner: str
+    owner: Base58Pubkey
     side: Literal["sell", "buy"]
     energy_amount: Annotated[int, Field(gt=0, le=2**64 - 1)]
     price_per_kwh: Annotated[int, Field(gt=0, le=2**64 - 1)]
     erc_certificate: str | None = None
-    _v = field_validator("owner")(_pubkey)
 
 
 class OrderCancelPayload(Payload):
-    owner: str
-    order: str
-    _v = field_validator("owner", "order")(_pubkey)
+    owner: Base58Pubkey
+    order: Base58Pubkey
 
 
 class TokenMintingPayload(Payload):
-    token_account: str
+    token_account: Base58Pubkey
     amount: Annotated[int, Field(gt=0, le=2**64 - 1)]
-    _v = field_validator("token_account")(_pubkey)
 
 
 class TokenTransferPayload(Payload):
-    owner: str
-    from_token_account: str
-    to_token_account: str
+    owner: Base58Pubkey
+    from_token_account: Base58Pubkey
+    to_token_account: Base58Pubkey
     amount: Annotated[int, Field(gt=0, le=2**64 - 1)]
-    _v = field_validator("owner", "from_token_account", "to_token_account")(_pubkey)
 
 
 class ErcIssuancePayload(MeterIdMixin):
-    certificate_id: str
+    certificate_id: CertificateId
     energy_amount: Annotated[int, Field(gt=0, le=2**64 - 1)]
     renewable_source: str = Field(max_length=64)
     validation_data: str
-
-    @field_validator("certificate_id")
-    @classmethod
-    def _cid(cls, v: str) -> str:
-        if not v or len(v.encode()) > 32:
-            raise ValueError("certificate_id must be 1..32 bytes (it is a PDA seed)")
-        return v
 
     @field_validator("validation_data")
     @classmethod

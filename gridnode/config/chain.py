@@ -7,17 +7,18 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, AnyWebsocketUrl, Field
 
-from gridnode.config.base import Pubkey, Section
+from gridnode.config.base import Section
+from gridnode.types import Base58Pubkey
 
 
 class ProgramIds(Section):
     """The five GridTokenX programs; the defaults are the IDs gridnode is built against."""
 
-    registry: Pubkey = "2XPQmFYMdXjP7ffoBB3mXeCdboSFg5Yeb6QmTSGbW8a7"
-    oracle: Pubkey = "DvdtU4quEbuxUY2FckmvcXwTpC9qp4HLJKb1PMLaqAoE"
-    governance: Pubkey = "4DY97YYBt4bxvG7xaSmWy3MhYhmA6HoMajBHVqhySvXe"
-    energy_token: Pubkey = "94G1r674LmRDmLN2UPjDFD8Eh7zT8JaSaxv9v68GyEur"
-    trading: Pubkey = "GZnqNTJsre6qB4pWCQRE9FiJU2GUeBtBDPp6s7zosctk"
+    registry: Base58Pubkey = "2XPQmFYMdXjP7ffoBB3mXeCdboSFg5Yeb6QmTSGbW8a7"
+    oracle: Base58Pubkey = "DvdtU4quEbuxUY2FckmvcXwTpC9qp4HLJKb1PMLaqAoE"
+    governance: Base58Pubkey = "4DY97YYBt4bxvG7xaSmWy3MhYhmA6HoMajBHVqhySvXe"
+    energy_token: Base58Pubkey = "94G1r674LmRDmLN2UPjDFD8Eh7zT8JaSaxv9v68GyEur"
+    trading: Base58Pubkey = "GZnqNTJsre6qB4pWCQRE9FiJU2GUeBtBDPp6s7zosctk"
 
 
 class FeeCaps(Section):

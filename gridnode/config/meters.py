@@ -12,20 +12,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from gridnode.config.base import Pubkey, Section
+from gridnode.config.base import Section
 from gridnode.meters.profiles import Profile
+from gridnode.types import Base58Pubkey, MeterId
 
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
-
-def _check_meter_id(value: str) -> str:
-    size = len(value.encode())
-    if not value or size > 32:
-        raise ValueError(f"1 to 32 bytes of UTF-8 (the on-chain meter_id); this one is {size}")
-    return value
-
-
-MeterId = Annotated[str, AfterValidator(_check_meter_id)]
 
 # Names and addresses that all mean this machine: one Modbus endpoint, however it is written.
 _LOCAL_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback",
@@ -61,7 +53,7 @@ class ModbusMeter(Section):
     profile: str = Field(min_length=1)      # a profile name from config/meters/<name>.toml
     rated_power_w: float = Field(gt=0)      # plausibility bound for power and energy deltas
     invert: bool = False                    # PV inverters counting generation as import
-    public_key: Pubkey | None = None        # ed25519 key of a meter that signs its readings
+    public_key: Base58Pubkey | None = None  # ed25519 key of a meter that signs its readings
 
 
 class _BusCommon(Section):
@@ -145,7 +137,7 @@ class MqttMeter(Section):
     timezone: str | None = None
     rated_power_w: float = Field(default=50_000, gt=0)
     invert: bool = False
-    public_key: Pubkey | None = None
+    public_key: Base58Pubkey | None = None
     fields: GenericFields | None = None
 
     @model_validator(mode="after")

@@ -10,17 +10,13 @@ from __future__ import annotations
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from gridnode.types import parse_pubkey as parse_public_key
+
+__all__ = ["canonical_message", "parse_public_key", "verify"]
+
 
 def canonical_message(meter_id: str, kwh: float, timestamp_ms: int, sequence: int) -> bytes:
     return f"{meter_id}:{kwh:.6f}:{timestamp_ms}:{sequence}".encode()
-
-
-def parse_public_key(text: str) -> Pubkey:
-    """A base58 Ed25519 public key; ValueError when it is not one."""
-    try:
-        return Pubkey.from_string(text)
-    except Exception as e:  # solders raises its own error types
-        raise ValueError(f"not a base58 Ed25519 public key: {text!r}") from e
 
 
 def verify(public_key: Pubkey, message: bytes, signature_b58: str) -> bool:

@@ -4,15 +4,21 @@ derives idempotency keys and parks stale readings from its payload model."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+from solders.pubkey import Pubkey
 
 from gridnode.chain.fees import percentile
 from gridnode.chain.txtypes import TX_TYPES, new_operation, tx_type, tx_type_of
 from gridnode.chain.validation import (
     InvalidInput,
     MeterReadingPayload,
+    MeterRegistrationPayload,
     TooOld,
     UserRegistrationPayload,
 )
+from gridnode.config import ConfigError, parse_config
+from gridnode.meters.signatures import parse_public_key
+from gridnode.types import PUBKEY_RULE
 
 READING = {"meter_id": "m1", "interval_start": 1_700_000_000, "interval_end": 1_700_000_900,
            "energy_produced_wh": 1200, "energy_consumed_wh": 300, "backfilled": False}
@@ -43,6 +49,28 @@ def test_unknown_tx_type_and_bad_pubkey() -> None:
     with pytest.raises(InvalidInput, match="owner"):
         tx_type("order_cancel").parse(
             {"owner": "not-a-key", "order": "11111111111111111111111111111111"})
+
+
+def test_public_keys_and_meter_ids_follow_one_rule_in_config_payloads_and_meters() -> None:
+    too_long, longest = "\u00e9" * 17, "\u00e9" * 16      # 34 and 32 bytes of UTF-8
+    seed_rule = "1 to 32 bytes of UTF-8 (the on-chain meter_id, a PDA seed); this one is 34"
+    with pytest.raises(ConfigError) as cfg:
+        parse_config(f'[[meters.mqtt.meters]]\nmeter_id = "{too_long}"\nformat = "tasmota"\n'
+                     'topic = "t"\npublic_key = "0OIl"\n', "site.toml")
+    assert {e.path: e.allowed for e in cfg.value.errors} == {
+        "meters.mqtt.meters[0].meter_id": seed_rule,
+        "meters.mqtt.meters[0].public_key": PUBKEY_RULE}
+    with pytest.raises(ValidationError) as payload:
+        MeterRegistrationPayload(meter_id=too_long, owner="0OIl", meter_type="solar")
+    assert {e["loc"][0]: e["msg"].removeprefix("Value error, ")
+            for e in payload.value.errors()} == {"meter_id": seed_rule, "owner": PUBKEY_RULE}
+    with pytest.raises(ValueError, match=r"^a base58 string of 32 bytes"):
+        parse_public_key("0OIl")
+    key = str(Pubkey.default())
+    assert parse_public_key(key) == Pubkey.default()
+    assert MeterRegistrationPayload(meter_id=longest, owner=key, meter_type="solar").owner == key
+    assert parse_config(f'[[meters.mqtt.meters]]\nmeter_id = "{longest}"\nformat = "tasmota"\n'
+                        f'topic = "t"\npublic_key = "{key}"\n').meters.mqtt is not None
 
 
 def test_old_readings_are_parked_not_dropped() -> None:
