@@ -15,7 +15,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gridnode.meters.bus import BusMeter, BusPoller, BusTiming  # noqa: E402
-from gridnode.meters.clock import AcceleratedClock  # noqa: E402
 from gridnode.meters.health import MeterHealth  # noqa: E402
 from gridnode.meters.modbus_link import LinkSettings, ModbusLink  # noqa: E402
 from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings  # noqa: E402
@@ -24,6 +23,7 @@ from gridnode.meters.profiles import load_profiles  # noqa: E402
 from gridnode.meters.recorder import MeterEntry, Recorder  # noqa: E402
 from gridnode.meters.validation import Limits  # noqa: E402
 from gridnode.store import Store  # noqa: E402
+from gridnode.testing import AcceleratedClock  # noqa: E402
 from simulators.meters.modbus_server import ModbusTcpMeterServer  # noqa: E402
 from simulators.meters.model import SimMeter  # noqa: E402
 from simulators.meters.mqtt_publisher import (  # noqa: E402

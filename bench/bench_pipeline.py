@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from gridnode.store import Store  # noqa: E402
 from simulators.chain.localnet import Localnet  # noqa: E402
-from tests.conftest import pick_free_port  # noqa: E402
 from tests.e2e.harness import add_readings, recent_intervals, status_counts, wait_for  # noqa: E402
+from tests.net import pick_free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -3,8 +3,8 @@
 Built on the standard ``logging`` module so the libraries' records (pymodbus, paho, aiohttp) go
 through the same handler and format. Default lines are ``key=value`` (easy to read in
 ``journalctl``, easy to grep); ``format = "json"`` writes one JSON object per line for log
-shippers. Fields bound with ``log_context(op_id=...)`` appear on every line logged inside that
-context, which is how every line about an operation carries its ``op_id``.
+shippers. Fields are keyword arguments of each call (``log.info("sent", op_id=42)``); a logger
+made with ``bind(...)`` adds its fields to each of its lines.
 
 Two rules keep the volume down on an SD card under journald. The libraries' per-request and
 per-connection logs (the HTTP client logs every RPC call at INFO) are set to WARNING by
@@ -16,19 +16,15 @@ when it ends, never once per retry.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import IO, Any
 
 from gridnode.config.logging import LoggingConfig
 
-_CONTEXT: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
-    "gridnode_log_context", default=None)
 _FIELDS = "gridnode_fields"
 
 # Libraries that log each request, connection or job run at INFO, and the level they get.
@@ -142,18 +138,8 @@ class Episode:
         self.occurrences = 0
 
 
-@contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Add `fields` to every line logged in this context (task-local through contextvars)."""
-    token = _CONTEXT.set({**(_CONTEXT.get() or {}), **fields})
-    try:
-        yield
-    finally:
-        _CONTEXT.reset(token)
-
-
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {**(_CONTEXT.get() or {}), **getattr(record, _FIELDS, {})}
+    return dict(getattr(record, _FIELDS, {}))
 
 
 def _timestamp(record: logging.LogRecord) -> str:

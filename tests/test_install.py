@@ -30,7 +30,8 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
+from tests.configs import localnet_node, mqtt_meter, write_config
+from tests.net import pick_free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["pyproject.toml", "README.md", "gridnode", "idl", "config/meters"]
@@ -120,42 +121,14 @@ def test_installed_check_config_names_a_missing_idl_dir(venv: Path, tmp_path: Pa
 
 
 def _config(tmp_path: Path, net: Localnet, topic: str) -> Path:
-    cfg = tmp_path / "site.toml"
-    cfg.write_text(textwrap.dedent(f"""\
-        [node]
-        data_dir = "{tmp_path / 'data'}"
-        [keys]
-        gateway_keypair = "{net.bootstrap['keypairs']['gateway']}"
-        [chain]
-        rpc_urls = ["{net.rpc_url}"]
-        ws_urls = ["{net.ws_url}"]
-        require_registered_meters = false
-        request_timeout_s = 2
-        [chain.rpc]
-        health_interval_s = 0.5
-        blockhash_refresh_s = 0.3
-        [intervals]
-        minutes = 1
-        [outbox]
-        poll_interval_s = 0.3
-        submit_interval_s = 0.2
-        rebroadcast_interval_s = 0.5
-        [meters.mqtt]
-        host = "127.0.0.1"
-        [[meters.mqtt.meters]]
-        meter_id = "wheel-1"
-        format = "generic"
-        topic = "{topic}"
-        rated_power_w = 10000
-        [meters.mqtt.meters.fields]
-        import_energy = "import_wh"
-        energy_unit = "Wh"
-        time = "ts"
-        time_format = "unix_s"
-        [logging]
-        format = "json"
-        """))
-    return cfg
+    node = localnet_node(net, tmp_path / "data", rpc={"blockhash_max_age_s": None})
+    return write_config(
+        tmp_path / "site.toml", node, intervals={"minutes": 1},
+        meters={"mqtt": {"host": "127.0.0.1", "meters": [mqtt_meter(
+            "wheel-1", topic, "generic", 10000, fields={
+                "import_energy": "import_wh", "energy_unit": "Wh", "time": "ts",
+                "time_format": "unix_s"})]}},
+        logging={"format": "json"})
 
 
 def _finalized_readings(db: Path) -> list[dict]:

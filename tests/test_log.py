@@ -1,4 +1,4 @@
-"""Log lines: key=value by default, JSON on request, context fields such as op_id on every line."""
+"""Log lines: key=value by default, JSON on request, a bound logger's fields on each of its lines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from gridnode.config.logging import LoggingConfig
-from gridnode.log import LIBRARY_LEVELS, Episode, configure_logging, get_logger, log_context
+from gridnode.log import LIBRARY_LEVELS, Episode, configure_logging, get_logger
 
 
 @pytest.fixture
@@ -37,16 +37,16 @@ def test_key_value_lines_quote_what_needs_quoting(restore_root: None) -> None:
     assert ' level=info logger=gridnode.test event="reading stored" meter_id=m1 op_id=42 ' in line
 
 
-def test_json_lines_and_operation_context(restore_root: None) -> None:
+def test_json_lines_and_bound_fields(restore_root: None) -> None:
     out = io.StringIO()
     configure_logging(LoggingConfig(level="debug", format="json"), stream=out)
     log = get_logger("gridnode.outbox").bind(component="sender")
-    with log_context(op_id=7):
-        log.debug("signed", signature="5xY")
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            log.exception("send failed")
+    op = log.bind(op_id=7)
+    op.debug("signed", signature="5xY")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        op.exception("send failed")
     log.info("idle")
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [x["event"] for x in lines] == ["signed", "send failed", "idle"]

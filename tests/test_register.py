@@ -13,7 +13,7 @@ from gridnode.keys import load_keypair
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
+from tests.configs import write_config
 from tests.e2e.harness import (
     all_finalized,
     bootstrap_signers,
@@ -22,21 +22,14 @@ from tests.e2e.harness import (
     running,
     wait_for,
 )
+from tests.net import pick_free_port
 from tests.test_cli import run_cli
 
 
-def write_config(path: Path, net: Localnet, users: list[str]) -> Path:
-    keys = net.bootstrap["keypairs"]
-    path.write_text(f"""
-[node]
-data_dir = "{path.parent / 'state'}"
-[keys]
-gateway_keypair = "{keys['gateway']}"
-[chain]
-rpc_urls = ["{net.rpc_url}"]
-user_keypairs = {json.dumps(users)}
-""")
-    return path
+def node_config(path: Path, net: Localnet, users: list[str]) -> Path:
+    return write_config(path, node={"data_dir": str(path.parent / "state")},
+                        keys={"gateway_keypair": str(net.bootstrap["keypairs"]["gateway"])},
+                        chain={"rpc_urls": [net.rpc_url], "user_keypairs": users})
 
 
 async def test_register_a_user_and_its_meters_through_the_outbox(
@@ -48,7 +41,7 @@ async def test_register_a_user_and_its_meters_through_the_outbox(
     async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
         wallets = net.bootstrap["keypairs"]["users"][:2]
         alice, bob = (str(load_keypair(p).pubkey()) for p in wallets)
-        one = str(write_config(tmp_path / "one.toml", net, wallets[:1]))
+        one = str(node_config(tmp_path / "one.toml", net, wallets[:1]))
 
         # With one wallet the user and the owner default to it.
         code, out, _ = await cli("register", "user", "--type", "prosumer",
@@ -80,7 +73,7 @@ async def test_register_a_user_and_its_meters_through_the_outbox(
         assert (await cli("register", "meter", "m2", "--type", "nuclear", "-c", one))[0] == 2
 
         # With two wallets the command must be told which.
-        two = str(write_config(tmp_path / "two.toml", net, wallets))
+        two = str(node_config(tmp_path / "two.toml", net, wallets))
         code, _, err = await cli("register", "user", "--type", "consumer",
                                  "--location", "flat 2", "-c", two)
         assert code == 2 and "name the user: the node holds 2 user wallets" in err
@@ -110,8 +103,7 @@ async def test_register_a_user_and_its_meters_through_the_outbox(
 
 
 def test_register_needs_a_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = tmp_path / "site.toml"
-    cfg.write_text(f'[node]\ndata_dir = "{tmp_path}"\n')
+    cfg = write_config(tmp_path / "site.toml", node={"data_dir": str(tmp_path)})
     code, _, err = run_cli(capsys, "register", "user", "--type", "prosumer", "--location", "x",
                            "-c", str(cfg))
     assert code == 2 and f"{cfg}: chain = <missing>: expected a [chain] section" in err

@@ -16,8 +16,8 @@ import os
 import stat
 import sys
 
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.profiles import load_profiles
+from gridnode.testing import AcceleratedClock
 from simulators.meters.modbus_server import ModbusRtuMeterServer, ModbusTcpMeterServer
 from simulators.meters.model import SimMeter
 from simulators.meters.mqtt_publisher import MqttMeterPublisher, PublishedMeter

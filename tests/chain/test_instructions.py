@@ -29,8 +29,8 @@ from gridnode.chain.validation import (
 )
 from gridnode.store import Store, operations
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
 from tests.e2e.harness import bootstrap_signers, recent_intervals
+from tests.net import pick_free_port
 
 IDL_DIR = Path(__file__).resolve().parents[2] / "idl"
 

@@ -15,7 +15,7 @@ import pytest
 from gridnode.chain.blockhash import BlockhashCache
 from gridnode.chain.rpc import RpcPool, RpcUnavailable
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
+from tests.net import pick_free_port
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from gridnode.config.outbox import OutboxConfig
 from gridnode.keys import load_keypair
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store
+from tests.configs import FAST_OUTBOX, FAST_RPC
 
 ORACLE = Pubkey.from_string("DvdtU4quEbuxUY2FckmvcXwTpC9qp4HLJKb1PMLaqAoE")
 ORACLE_DATA = Pubkey.find_program_address([b"oracle_data"], ORACLE)[0]
@@ -31,19 +32,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def chain_config(rpc_urls: list[str], ws_urls: list[str] | None = None, **over: Any) -> ChainConfig:
-    rpc = dict(health_interval_s=0.5, blockhash_refresh_s=0.3, blockhash_max_age_s=1.0,
-               max_slot_lag=20)
-    rpc.update(over.pop("rpc", {}))
+    rpc = {**FAST_RPC, "max_slot_lag": 20, **over.pop("rpc", {})}
     return ChainConfig(rpc_urls=rpc_urls, ws_urls=ws_urls or [], idl_dir=REPO / "idl",
                        request_timeout_s=over.pop("request_timeout_s", 2.0),
                        rpc=RpcPolicyConfig(**rpc), **over)
 
 
 def outbox_config(**over: Any) -> OutboxConfig:
-    base: dict[str, Any] = dict(poll_interval_s=0.3, rebroadcast_interval_s=0.5,
-                                submit_interval_s=0.2, rule_retry_s=0.5)
-    base.update(over)
-    return OutboxConfig(**base)
+    return OutboxConfig(**{**FAST_OUTBOX, "rule_retry_s": 0.5, **over})
 
 
 def bootstrap_signers(bootstrap: dict[str, Any]) -> Signers:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gridnode.store import Store
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
+from tests.configs import localnet_node, write_config
 from tests.e2e.harness import (
     REPO,
     add_readings,
@@ -24,45 +24,18 @@ from tests.e2e.harness import (
     status_counts,
     wait_for,
 )
+from tests.net import pick_free_port
 
 METERS = ["kill-a", "kill-b"]
 INTERVALS = 22
 KILLS = 20
 
 
-def write_config(path: Path, net: Localnet, data_dir: Path) -> None:
-    keys = net.bootstrap["keypairs"]
-    path.write_text(f"""
-[node]
-id = "crash-test"
-data_dir = "{data_dir}"
-
-[keys]
-gateway_keypair = "{keys['gateway']}"
-
-[chain]
-rpc_urls = ["{net.rpc_url}"]
-ws_urls = ["{net.ws_url}"]
-idl_dir = "{REPO / 'idl'}"
-request_timeout_s = 2
-require_registered_meters = false
-
-[chain.rpc]
-health_interval_s = 0.5
-blockhash_refresh_s = 0.3
-blockhash_max_age_s = 1.0
-
-[outbox]
-poll_interval_s = 0.3
-rebroadcast_interval_s = 0.4
-submit_interval_s = 0.1
-
-[api]
-enabled = false
-
-[logging]
-level = "warning"
-""")
+def node_config(path: Path, net: Localnet, data_dir: Path) -> None:
+    write_config(path, localnet_node(net, data_dir, idl_dir=REPO / "idl"),
+                 node={"id": "crash-test"},
+                 outbox={"rebroadcast_interval_s": 0.4, "submit_interval_s": 0.1},
+                 api={"enabled": False}, logging={"level": "warning"})
 
 
 async def count(store: Store, sql: str) -> int:
@@ -85,7 +58,7 @@ async def test_sigkill_during_submission(tmp_path: Path) -> None:
     rng = random.Random(20)
     async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
         config = tmp_path / "gridnode.toml"
-        write_config(config, net, tmp_path / "node")
+        node_config(config, net, tmp_path / "node")
         store = await Store.open(tmp_path / "node" / "gridnode.db")
         intervals = recent_intervals(INTERVALS)
         fed = 0

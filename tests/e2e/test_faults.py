@@ -21,7 +21,6 @@ import pytest
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
 from tests.e2e.harness import (
     add_readings,
     all_finalized,
@@ -36,6 +35,7 @@ from tests.e2e.harness import (
     status_counts,
     wait_for,
 )
+from tests.net import pick_free_port
 
 METERS = ["meter-a", "meter-b", "meter-c"]
 INTERVALS = 5

@@ -26,7 +26,6 @@ from gridnode.log import LIBRARY_LEVELS, configure_logging
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
 from tests.e2e.harness import (
     add_readings,
     all_finalized,
@@ -37,6 +36,7 @@ from tests.e2e.harness import (
     running,
     wait_for,
 )
+from tests.net import pick_free_port
 
 # Loggers of the libraries under gridnode that log per request or per connection.
 LIBRARIES = ("httpx", "httpcore", "aiohttp", "websockets", "apscheduler")

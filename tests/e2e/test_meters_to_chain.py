@@ -18,13 +18,13 @@ import uuid
 from pathlib import Path
 
 from gridnode.config import load_config
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.service import MetersSubsystem
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store
+from gridnode.testing import AcceleratedClock
 from simulators.chain.localnet import Localnet
 from simulators.meters.fleet import MeterFleet
-from tests.conftest import pick_free_port
+from tests.configs import modbus_meter, mqtt, mqtt_meter, tcp_bus, write_config
 from tests.e2e.harness import (
     all_finalized,
     bootstrap_signers,
@@ -36,6 +36,7 @@ from tests.e2e.harness import (
     running,
     wait_for,
 )
+from tests.net import pick_free_port
 
 FACTOR = 15          # meter seconds per wall second: a 1-minute interval closes every 4 s
 INTERVALS = 4        # closed intervals per meter before the meters stop
@@ -43,43 +44,14 @@ MODBUS = ["house", "shop"]
 MQTT = ["flat"]
 
 
-def config_text(data_dir: Path, port: int, topic: str) -> str:
-    return f"""
-[node]
-id = "e2e-node"
-data_dir = "{data_dir}"
-timezone = "UTC"
-
-[[meters.buses]]
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-poll_interval_s = 10
-timeout_s = 0.5
-[[meters.buses.meters]]
-meter_id = "house"
-unit_id = 1
-profile = "sdm630"
-rated_power_w = 20000
-[[meters.buses.meters]]
-meter_id = "shop"
-unit_id = 2
-profile = "em24"
-rated_power_w = 20000
-
-[meters.mqtt]
-host = "127.0.0.1"
-port = 1883
-client_id = "gridnode-{uuid.uuid4().hex[:8]}"
-[[meters.mqtt.meters]]
-meter_id = "flat"
-format = "tasmota"
-topic = "{topic}"
-rated_power_w = 20000
-
-[intervals]
-minutes = 1
-"""
+def write_node_config(path: Path, data_dir: Path, port: int, topic: str) -> Path:
+    return write_config(
+        path, node={"id": "e2e-node", "data_dir": str(data_dir), "timezone": "UTC"},
+        meters={"buses": [tcp_bus(port, modbus_meter("house", 1, "sdm630"),
+                                  modbus_meter("shop", 2, "em24"),
+                                  poll_interval_s=10, timeout_s=0.5)],
+                "mqtt": mqtt(mqtt_meter("flat", topic))},
+        intervals={"minutes": 1})
 
 
 async def closed_per_meter(store: Store) -> dict[str, int]:
@@ -90,7 +62,7 @@ async def closed_per_meter(store: Store) -> dict[str, int]:
 async def test_simulated_meters_to_finalized_oracle_readings(tmp_path: Path, mqtt_broker) -> None:
     topic = f"e2e-{uuid.uuid4().hex[:8]}/tele/flat/SENSOR"
     cfg_file = tmp_path / "gridnode.toml"
-    cfg_file.write_text(config_text(tmp_path, pick_free_port(), topic))
+    write_node_config(cfg_file, tmp_path, pick_free_port(), topic)
     cfg = load_config(cfg_file)
     # Late morning UTC of today: the PV meters export while the consumer-only meter imports, so
     # both columns carry energy. Within the pipeline's reading age limit whatever the hour.

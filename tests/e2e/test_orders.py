@@ -19,7 +19,6 @@ from gridnode.chain.validation import OrderCancelPayload, OrderCreationPayload
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store, operations
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
 from tests.e2e.harness import (
     REPO,
     all_finalized,
@@ -30,6 +29,7 @@ from tests.e2e.harness import (
     running,
     wait_for,
 )
+from tests.net import pick_free_port
 
 
 async def active_orders(rpc_url: str) -> int:

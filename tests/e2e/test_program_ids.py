@@ -20,7 +20,6 @@ from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store
 from simulators.chain.localnet import Localnet
 from simulators.chain.svm import PROGRAMS_DIR, program_ids, relocate_program
-from tests.conftest import pick_free_port
 from tests.e2e.harness import (
     add_readings,
     all_finalized,
@@ -34,6 +33,7 @@ from tests.e2e.harness import (
     running,
     wait_for,
 )
+from tests.net import pick_free_port
 
 
 async def _account(rpc_url: str, key: Pubkey) -> bytes | None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
 from tests.e2e.harness import (
     add_readings,
     all_finalized,
@@ -24,6 +23,7 @@ from tests.e2e.harness import (
     running,
     wait_for,
 )
+from tests.net import pick_free_port
 
 
 async def test_registered_meters_readings_finalize_in_batches(tmp_path: Path) -> None:

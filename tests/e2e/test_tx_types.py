@@ -30,7 +30,6 @@ from gridnode.chain.validation import (
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store, operations
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
 from tests.e2e.harness import (
     REPO,
     add_readings,
@@ -43,6 +42,7 @@ from tests.e2e.harness import (
     running,
     wait_for,
 )
+from tests.net import pick_free_port
 
 ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 

@@ -14,11 +14,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
 from gridnode.meters.payloads import FORMATS
 from gridnode.meters.recorder import Recorder
 from gridnode.store import Store
+from gridnode.testing import AcceleratedClock
 from tests.meters.conftest import entry, make_recorder, running
 
 START = 1_780_000_200.0 // 900 * 900 + 60

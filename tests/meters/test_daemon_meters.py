@@ -9,34 +9,17 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import pick_free_port
+from tests.configs import modbus_meter, tcp_bus, write_config
+from tests.net import pick_free_port
 
 
 def test_gridnode_run_reads_the_simulator_and_stops_on_sigterm(tmp_path) -> None:
     port = pick_free_port()
-    cfg = tmp_path / "gridnode.toml"
-    cfg.write_text(f"""
-[node]
-id = "daemon-test"
-data_dir = "{tmp_path}"
-
-[[meters.buses]]
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-poll_interval_s = 0.2
-timeout_s = 0.5
-[[meters.buses.meters]]
-meter_id = "main"
-unit_id = 1
-profile = "sdm630"
-rated_power_w = 30000
-[[meters.buses.meters]]
-meter_id = "sub"
-unit_id = 2
-profile = "em24"
-rated_power_w = 30000
-""")
+    cfg = write_config(
+        tmp_path / "gridnode.toml", node={"id": "daemon-test", "data_dir": str(tmp_path)},
+        meters={"buses": [tcp_bus(port, modbus_meter("main", 1, "sdm630", 30000),
+                                  modbus_meter("sub", 2, "em24", 30000),
+                                  poll_interval_s=0.2, timeout_s=0.5)]})
     sim = subprocess.Popen([sys.executable, "-m", "simulators.meters", "tcp", "--port", str(port),
                             "--profile", "sdm630", "--profile", "em24", "--run-for", "30"],
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from gridnode.meters.bus import BusMeter, BusPoller, BusTiming
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.modbus_link import LinkSettings, ModbusLink
 from gridnode.meters.profiles import load_profiles
+from gridnode.testing import AcceleratedClock
 from simulators.meters.modbus_server import ModbusRtuMeterServer, ModbusTcpMeterServer
 from simulators.meters.model import SimMeter
 from tests.meters.conftest import entry, intervals, make_recorder, operations, running

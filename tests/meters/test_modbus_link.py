@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.modbus_link import LinkSettings, ModbusLink
 from gridnode.meters.profiles import load_profiles
+from gridnode.testing import AcceleratedClock
 from simulators.meters.modbus_server import ModbusTcpMeterServer
 from simulators.meters.model import SimMeter
 

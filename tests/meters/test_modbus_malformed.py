@@ -18,9 +18,9 @@ import pytest
 from pymodbus.framer import FramerRTU
 
 from gridnode.meters.bus import BusMeter, BusPoller, BusTiming
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.modbus_link import LinkSettings, ModbusLink
 from gridnode.meters.profiles import load_profiles, raw_to_registers
+from gridnode.testing import AcceleratedClock
 from tests.meters.conftest import entry, make_recorder, running
 
 START = 1_780_000_200.0

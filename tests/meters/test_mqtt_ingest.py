@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 from solders.keypair import Keypair
 
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
 from gridnode.meters.payloads import FORMATS, generic_format
+from gridnode.testing import AcceleratedClock
 from simulators.meters.model import SimMeter
 from simulators.meters.mqtt_publisher import MqttMeterPublisher, PublishedMeter, payloads
 from tests.meters.conftest import entry, intervals, make_recorder, running

@@ -13,12 +13,12 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
 from gridnode.meters.payloads import FORMATS
-from tests.conftest import _port_open
+from gridnode.testing import AcceleratedClock
 from tests.meters.conftest import entry, make_recorder, running
 from tests.meters.test_mqtt_ingest import wait_for
+from tests.net import port_open
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("openssl") and shutil.which("mosquitto") and shutil.which("mosquitto_passwd")),
@@ -55,7 +55,7 @@ password_file {d / 'passwd'}
     proc = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
-    while not _port_open("127.0.0.1", free_port):
+    while not port_open("127.0.0.1", free_port):
         assert time.monotonic() < deadline and proc.poll() is None, "mosquitto did not start"
         time.sleep(0.05)
     yield free_port, d / "ca.pem"

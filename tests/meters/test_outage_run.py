@@ -6,8 +6,8 @@ import asyncio
 import math
 
 from gridnode.meters.bus import BusPoller, BusTiming
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.modbus_link import LinkSettings, ModbusLink
+from gridnode.testing import AcceleratedClock
 from simulators.meters.modbus_server import ModbusTcpMeterServer
 from tests.meters.conftest import intervals, running
 from tests.meters.test_modbus_bus import PROFILES, setup

@@ -8,74 +8,41 @@ import contextlib
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from gridnode.config import ConfigError, load_config
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.profiles import load_profiles
 from gridnode.meters.service import MetersSubsystem
 from gridnode.store import Store
+from gridnode.testing import AcceleratedClock
 from simulators.meters.modbus_server import ModbusTcpMeterServer
 from simulators.meters.model import SimMeter
 from simulators.meters.mqtt_publisher import MqttMeterPublisher, PublishedMeter
+from tests.configs import modbus_meter, mqtt, mqtt_meter, tcp_bus, write_config
 
 START = 1_780_000_200.0 // 300 * 300 - 20
 
 
-def config_text(tmp_path, port: int, topic: str) -> str:
-    return f"""
-[node]
-id = "test-node"
-data_dir = "{tmp_path}"
-timezone = "Europe/Berlin"
-
-[[meters.buses]]
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-poll_interval_s = 10
-timeout_s = 0.5
-[[meters.buses.meters]]
-meter_id = "house"
-unit_id = 1
-profile = "sdm630"
-rated_power_w = 20000
-[[meters.buses.meters]]
-meter_id = "pv"
-unit_id = 2
-profile = "custom-pv"
-rated_power_w = 20000
-invert = true
-
-[[meters.profiles]]
-name = "custom-pv"
-function_code = 4
-registers = [
-    {{ role = "import_wh", address = 0x0048, scale = 1000.0 }},
-    {{ role = "export_wh", address = 0x004A, scale = 1000.0 }},
-]
-
-[meters.mqtt]
-host = "127.0.0.1"
-port = 1883
-client_id = "gridnode-{uuid.uuid4().hex[:8]}"
-[[meters.mqtt.meters]]
-meter_id = "flat"
-format = "tasmota"
-topic = "{topic}"
-rated_power_w = 20000
-
-[intervals]
-minutes = 5
-"""
+def write_node_config(path: Path, port: int, topic: str, pv_profile: str = "custom-pv") -> Path:
+    return write_config(
+        path, node={"id": "test-node", "data_dir": str(path.parent), "timezone": "Europe/Berlin"},
+        meters={
+            "buses": [tcp_bus(port, modbus_meter("house", 1, "sdm630"),
+                              modbus_meter("pv", 2, pv_profile, invert=True),
+                              poll_interval_s=10, timeout_s=0.5)],
+            "profiles": [{"name": "custom-pv", "function_code": 4, "registers": [
+                {"role": "import_wh", "address": 0x0048, "scale": 1000.0},
+                {"role": "export_wh", "address": 0x004A, "scale": 1000.0}]}],
+            "mqtt": mqtt(mqtt_meter("flat", topic))},
+        intervals={"minutes": 5})
 
 
 async def test_subsystem_from_config_and_status(tmp_path, free_port, mqtt_broker) -> None:
     topic = f"s-{uuid.uuid4().hex[:8]}/tele/flat/SENSOR"
-    cfg_file = tmp_path / "gridnode.toml"
-    cfg_file.write_text(config_text(tmp_path, free_port, topic))
+    cfg_file = write_node_config(tmp_path / "gridnode.toml", free_port, topic)
     cfg = load_config(cfg_file)
     clock = AcceleratedClock(START, factor=300)
     store = await Store.open(cfg.node.database)
@@ -128,8 +95,7 @@ async def test_subsystem_from_config_and_status(tmp_path, free_port, mqtt_broker
 
 
 def test_unknown_profile_names_the_key(tmp_path) -> None:
-    cfg_file = tmp_path / "gridnode.toml"
-    cfg_file.write_text(config_text(tmp_path, 1502, "x").replace('"custom-pv"\nrated', '"nope"\nrated'))
+    cfg_file = write_node_config(tmp_path / "gridnode.toml", 1502, "x", pv_profile="nope")
     cfg = load_config(cfg_file)
     with pytest.raises(ConfigError) as e:
         MetersSubsystem.from_config(cfg, None, file=str(cfg_file))   # type: ignore[arg-type]

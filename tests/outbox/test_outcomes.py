@@ -14,7 +14,6 @@ from gridnode.chain.validation import MeterRegistrationPayload
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.store import Store, operations
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
 from tests.e2e.harness import (
     REPO,
     add_readings,
@@ -29,6 +28,7 @@ from tests.e2e.harness import (
     status_counts,
     wait_for,
 )
+from tests.net import pick_free_port
 
 
 async def op_row(store: Store, key: str):  # noqa: ANN201 - sqlite row

@@ -12,7 +12,7 @@ import pytest
 from gridnode.chain.rpc import RpcPool
 from gridnode.outbox.rounds import run_rounds
 from gridnode.store import Store
-from tests.conftest import pick_free_port
+from tests.net import pick_free_port
 
 
 async def cap_at_current_size(store: Store, pages: int | None = None) -> None:

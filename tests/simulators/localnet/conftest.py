@@ -19,7 +19,7 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
+from tests.net import pick_free_port
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from solders.pubkey import Pubkey
 
 from gridnode.chain.idl import load_idls
 from simulators.chain.svm import IDL_DIR, loaded_programs
-from tests.conftest import pick_free_port
+from tests.net import pick_free_port
 
 REPO = Path(__file__).resolve().parents[3]
 

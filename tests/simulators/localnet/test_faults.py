@@ -14,7 +14,7 @@ from solana.rpc.websocket_api import connect
 from solders.keypair import Keypair
 
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
+from tests.net import pick_free_port
 from tests.simulators.localnet.conftest import latest, rpc, signed, transfer_ix, user
 
 OPTS = TxOpts(skip_confirmation=True, preflight_commitment=Processed)

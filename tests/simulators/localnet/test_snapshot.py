@@ -14,7 +14,7 @@ from solana.rpc.types import TxOpts
 from solders.keypair import Keypair
 
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
+from tests.net import pick_free_port
 from tests.simulators.localnet.conftest import latest, rpc, signed, transfer_ix, user
 
 

@@ -13,7 +13,7 @@ from solana.rpc.async_api import AsyncClient
 from solders.signature import Signature
 
 from simulators.chain.localnet import Localnet
-from tests.conftest import pick_free_port
+from tests.net import pick_free_port
 
 JS_DIR = Path(__file__).resolve().parents[3] / "simulators" / "chain" / "localnet" / "js"
 

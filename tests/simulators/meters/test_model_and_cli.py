@@ -3,9 +3,9 @@ import sys
 
 import pytest
 
-from gridnode.meters.clock import ManualClock
+from gridnode.testing import ManualClock
 from simulators.meters.model import DayProfile, SimMeter
-from tests.conftest import pick_free_port
+from tests.net import pick_free_port
 
 DAY0 = 1_780_012_800  # a UTC midnight
 
