@@ -56,6 +56,13 @@ class BusTiming:
 
 
 class BusPoller:
+    """The one task that talks to a physical bus: polls its meters in turn, every
+    `timing.poll_interval_s`, and hands each reading to the recorder (see the module docstring).
+
+    Nothing else may use its `link`. `progress_at` (monotonic time of the last completed round)
+    tells the subsystem's readiness and watchdog checks that the bus is still being polled.
+    """
+
     def __init__(
         self, name: str, link: ModbusLink, meters: list[BusMeter], recorder: Recorder,
         timing: BusTiming = BusTiming(), clock: Clock | None = None,

@@ -13,8 +13,6 @@ import asyncio
 import time
 from typing import Any
 
-from solders.keypair import Keypair
-
 from gridnode.chain.blockhash import BlockhashCache
 from gridnode.chain.fees import PriorityFees
 from gridnode.chain.instructions import BuilderSettings, InstructionBuilder
@@ -23,7 +21,6 @@ from gridnode.chain.signers import Signers
 from gridnode.chain.subscriptions import SignatureSubscriber
 from gridnode.config.chain import ChainConfig
 from gridnode.config.outbox import OutboxConfig
-from gridnode.keys import load_keypair
 from gridnode.log import get_logger
 from gridnode.outbox.inflight import InFlight
 from gridnode.outbox.monitor import Monitor
@@ -32,11 +29,6 @@ from gridnode.outbox.submitter import Submitter
 from gridnode.store import Store
 
 log = get_logger(__name__)
-
-
-def signers_from_config(chain: ChainConfig, gateway: Keypair) -> Signers:
-    authority = load_keypair(chain.authority_keypair) if chain.authority_keypair else None
-    return Signers.of(gateway, authority, [load_keypair(p) for p in chain.user_keypairs])
 
 
 class Pipeline:
@@ -82,12 +74,6 @@ class Pipeline:
                                                self.monitor.wake.set, commitment=chain.commitment)
                            if chain.ws_urls and chain.rpc.subscribe else None)
         self._started = time.monotonic()
-
-    @classmethod
-    def from_config(cls, config: Any, store: Store, gateway: Keypair) -> Pipeline:
-        chain: ChainConfig = config.chain
-        return cls(store, chain, config.outbox, signers_from_config(chain, gateway),
-                   source=config.source)
 
     def progress(self) -> float:
         return max(self._started, self.monitor.last_progress, self.submitter.last_progress)
