@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from gridnode.store import migrate, transitions
+from gridnode.store import events, migrate, transitions
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any]
@@ -236,6 +236,8 @@ class WriteTx(_Reads):
             "details) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (ts, entity, entity_id, old, new, reason,
              None if details is None else dumps(details)))
+        if entity == "operation":       # the event log reports it in this same transaction
+            await events.operation_status(self, entity_id, old, new, reason, ts)
 
 
 class Store(_Reads):

@@ -3,7 +3,7 @@
 Migrations are numbered SQL files (``NNNN_name.sql``) applied in order, each in its own
 transaction together with the row that records it, so a crash leaves either the old or the new
 schema. Each part of gridnode keeps its own number range (0001-0009 the core schema, 0010-0019
-meters, 0020-0029 the transaction pipeline). A recorded migration whose file changed, or a database newer than this code, is an
+meters, 0020-0029 the transaction pipeline, 0030-0039 the event log and the API). A recorded migration whose file changed, or a database newer than this code, is an
 error: applied migrations are history and are never edited.
 """
 

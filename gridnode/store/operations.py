@@ -171,16 +171,22 @@ def _operation(row: Any) -> Operation:
 
 # -- operations --------------------------------------------------------------------------------
 
-async def add(tx: WriteTx, op: NewOperation) -> tuple[int, bool]:
-    """Insert an operation as `pending` unless its idempotency key exists: (id, created)."""
+async def add(tx: WriteTx, op: NewOperation, status: str = transitions.PENDING,
+              details: Mapping[str, Any] | None = None) -> tuple[int, bool]:
+    """Insert an operation as `status` (`pending`, or `created` to wait for a submit) unless its
+    idempotency key exists: (id, created). `details` go to the audit row with the key."""
+    if status not in transitions.INITIAL:
+        raise StoreError(f"an operation starts as one of {sorted(transitions.INITIAL)}, "
+                         f"not {status!r}")
     ts = now_ms()
     res = await tx.execute(
         "INSERT INTO operations (tx_type, payload, idempotency_key, status, created_at_ms, "
         "updated_at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
-        (op.tx_type, dumps(op.payload), op.idempotency_key, transitions.PENDING, ts, ts))
+        (op.tx_type, dumps(op.payload), op.idempotency_key, status, ts, ts))
     if res.rowcount == 1 and res.lastrowid is not None:
-        await tx._audit(ENTITY, res.lastrowid, None, transitions.PENDING, "created",
-                        {"tx_type": op.tx_type, "idempotency_key": op.idempotency_key}, ts)
+        await tx._audit(ENTITY, res.lastrowid, None, status, "created",
+                        {"tx_type": op.tx_type, "idempotency_key": op.idempotency_key,
+                         **(details or {})}, ts)
         return res.lastrowid, True
     row = await tx.fetchone("SELECT id FROM operations WHERE idempotency_key = ?",
                             (op.idempotency_key,))

@@ -5,6 +5,7 @@ also writes the audit row); this table is what it checks. An operation whose out
 not known is `unknown`, never `failed`: only a deterministic program error ends in `failed`.
 
 Operation statuses:
+    created    made through the API, waiting for the client's submit (nothing is sent before)
     pending    in the outbox, not yet signed (or due to be re-signed)
     signed     a signed transaction is persisted, possibly not yet broadcast
     submitted  broadcast at least once; re-broadcasting the same bytes is safe
@@ -21,13 +22,14 @@ from __future__ import annotations
 from typing import Final
 
 OPERATION_STATUSES: Final = (
-    "pending", "signed", "submitted", "unknown", "confirmed", "finalized", "failed", "expired",
-    "parked",
+    "created", "pending", "signed", "submitted", "unknown", "confirmed", "finalized", "failed",
+    "expired", "parked",
 )
 
 _LANDED: Final = ("confirmed", "finalized", "failed")
 
 OPERATION_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    "created": frozenset({"pending"}),         # submitted by its client
     "pending": frozenset({"signed", "parked", "failed"}),
     "signed": frozenset({"submitted", "unknown", "expired", *_LANDED}),
     "submitted": frozenset({"unknown", "expired", *_LANDED}),
@@ -41,8 +43,12 @@ OPERATION_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
 }
 
 # Status groups, defined once here next to the table they follow from.
+# Made through the API and held until its client submits it.
+CREATED: Final = "created"
 # Waiting to be built and signed (again).
 PENDING: Final = "pending"
+# What a new operation may start as.
+INITIAL: Final = frozenset({CREATED, PENDING})
 # A signed transaction exists and the outcome is not final: the monitor follows these.
 IN_FLIGHT: Final = frozenset({"signed", "submitted", "unknown", "confirmed"})
 # In flight and not landed yet: the stored bytes are re-broadcast.
