@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from gridnode.chain.validation import MeterReadingPayload
 from gridnode.meters.reading import Reading
 
 
@@ -55,19 +56,12 @@ class ClosedInterval:
     counter_export_end: float
     backfilled: bool
 
-    def operation_payload(self) -> dict:
-        return {
-            "meter_id": self.meter_id,
-            "interval_start": self.interval_start,
-            "interval_end": self.interval_end,
-            "energy_produced_wh": self.export_wh,
-            "energy_consumed_wh": self.import_wh,
-            "backfilled": self.backfilled,
-        }
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"meter_reading:{self.meter_id}:{self.interval_end}"
+    def operation_payload(self) -> MeterReadingPayload:
+        """The oracle reading this interval becomes (its tx type row derives the key)."""
+        return MeterReadingPayload(
+            meter_id=self.meter_id, interval_start=self.interval_start,
+            interval_end=self.interval_end, energy_produced_wh=self.export_wh,
+            energy_consumed_wh=self.import_wh, backfilled=self.backfilled)
 
 
 def advance(state: MeterState, r: Reading, interval_s: int, reset: bool = False,
@@ -88,7 +82,9 @@ def advance(state: MeterState, r: Reading, interval_s: int, reset: bool = False,
     if state.last_read_at_ms is not None:
         t0 = state.last_read_at_ms
         t1 = r.read_at_ms
-        imp0 = state.last_import_raw + state.import_offset if not reset else state.import_offset
+        last_imp = state.last_import_raw
+        assert last_imp is not None     # stored together with last_read_at_ms
+        imp0 = last_imp + state.import_offset if not reset else state.import_offset
         exp0 = (state.last_export_raw or 0.0) + state.export_offset if not reset else state.export_offset
         gap = (t1 - t0) > interval_s * 1000
         b = (t0 // 1000 // interval_s + 1) * interval_s
@@ -111,15 +107,16 @@ def advance(state: MeterState, r: Reading, interval_s: int, reset: bool = False,
         _boundary(state, r.read_at_ms // 1000, imp, exp, False, interval_s)
     state.last_read_at_ms = r.read_at_ms
     state.last_import_raw = r.import_wh
-    state.last_export_raw = exp_raw
+    state.last_export_raw = r.export_wh   # a meter without export has none after a restart too
     return closed
 
 
 def _boundary(
     state: MeterState, b: int, ci: float, ce: float, gap: bool, interval_s: int
 ) -> ClosedInterval | None:
-    fresh = state.boundary is None or b - state.boundary != interval_s  # first, or length changed
-    if fresh or state.origin_import is None or state.origin_export is None:
+    start = state.boundary
+    if (start is None or b - start != interval_s     # the first boundary, or the length changed
+            or state.origin_import is None or state.origin_export is None):
         state.origin_import, state.origin_export = ci, ce
         state.emitted_import = state.emitted_export = 0
         out = None
@@ -129,7 +126,7 @@ def _boundary(
         state.emitted_import += e_imp
         state.emitted_export += e_exp
         out = ClosedInterval(
-            meter_id=state.meter_id, interval_start=state.boundary, interval_end=b,
+            meter_id=state.meter_id, interval_start=start, interval_end=b,
             import_wh=e_imp, export_wh=e_exp,
             counter_import_start=state.boundary_import or 0.0, counter_import_end=ci,
             counter_export_start=state.boundary_export or 0.0, counter_export_end=ce,

@@ -117,13 +117,13 @@ class MetersSubsystem:
                 cert_file=str(q.cert_file) if q.cert_file else None,
                 key_file=str(q.key_file) if q.key_file else None,
                 username=q.username, password=q.password, reconnect_max_s=q.reconnect_max_s)
-            for m in q.meters:
-                fmt = (_generic(m.fields, m.topic) if m.format == "generic" and m.fields
-                       else FORMATS[m.format])
-                tz = ZoneInfo(m.timezone or cfg.node.timezone)
-                entries.append(MeterEntry(m.meter_id, "mqtt", m.format, limits(m),
-                                          health(m.meter_id, "mqtt"), invert=m.invert))
-                mqtt_meters.append(MqttMeter(m.meter_id, fmt, m.topic, tz))
+            for qm in q.meters:
+                fmt = (_generic(qm.fields, qm.topic) if qm.format == "generic" and qm.fields
+                       else FORMATS[qm.format])
+                tz = ZoneInfo(qm.timezone or cfg.node.timezone)
+                entries.append(MeterEntry(qm.meter_id, "mqtt", qm.format, limits(qm),
+                                          health(qm.meter_id, "mqtt"), invert=qm.invert))
+                mqtt_meters.append(MqttMeter(qm.meter_id, fmt, qm.topic, tz))
         if issues:
             raise ConfigError(issues)
 

@@ -24,6 +24,7 @@ from gridnode.store import (
     TransitionError,
 )
 from gridnode.store.migrate import discover
+from tests.store.full import fill_up, make_room
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -313,20 +314,6 @@ async def test_nested_write_in_one_task_is_an_error_not_a_deadlock(tmp_path: Pat
     async with store.write() as tx:           # the lock was released
         await tx.add_operation("t", {}, "after")
     await store.close()
-
-
-async def fill_up(store: Store) -> None:
-    """Cap the database at the pages it has now: the next write that needs a page is refused
-    exactly as on a full disk (SQLITE_FULL), on any machine and without root."""
-    async with store.write() as tx:
-        pages = await tx.fetchone("PRAGMA page_count")
-        assert pages is not None
-        await tx.execute(f"PRAGMA max_page_count = {pages[0]}")
-
-
-async def make_room(store: Store) -> None:
-    async with store.write() as tx:
-        await tx.execute("PRAGMA max_page_count = 1073741823")
 
 
 async def test_a_full_database_raises_storage_full_writes_nothing_and_recovers(
