@@ -2,8 +2,15 @@
 
 A subsystem is any object with ``name``, ``async run()`` (runs until cancelled; cancellation
 must let in-flight writes finish) and ``progress()`` (monotonic time of its last real progress).
-All of them run in one asyncio.TaskGroup: one crashing stops the node with exit status 1 so
-systemd restarts it, rather than a node running with half its parts dead.
+Each runs in its own task under the daemon: one crashing stops the node with exit status 1 so
+systemd restarts it, rather than a node running with half its parts dead. Stopping is bounded:
+subsystems get ``SHUTDOWN_GRACE_S`` to finish what is in flight, then a second cancellation and
+``SHUTDOWN_HARD_S`` more; one that still runs is left behind and the process exits (status 1)
+with a line naming it, well before systemd's TimeoutStopSec would kill it without a word.
+
+The store must be writable before the node says READY: a read-only database (file, directory or
+filesystem) is an installation problem, exit status 2, which systemd does not retry. A full disk
+is not: the subsystems wait it out.
 
 The watchdog task pings systemd only while the node really works: the event loop is not lagging,
 the store's writer can take the database lock and its reader can read, and every subsystem has
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import signal
 import tempfile
@@ -31,12 +39,14 @@ from gridnode.keys import load_configured_keypairs
 from gridnode.log import get_logger
 from gridnode.meters.service import MetersSubsystem
 from gridnode.outbox.pipeline import Pipeline
-from gridnode.store import Store
+from gridnode.store import Store, StoreReadOnly
 from gridnode.systemd import Notifier
 
 log = get_logger(__name__)
 
-SHUTDOWN_GRACE_S = 10.0
+SHUTDOWN_GRACE_S = 10.0     # to finish in-flight work after the stop (TimeoutStopSec is 30)
+SHUTDOWN_HARD_S = 5.0       # after the second cancellation, before exiting without them
+STORE_CLOSE_S = 2.0         # closing the store when a subsystem was left behind
 HEALTH_INTERVAL_S = 30.0     # without a systemd watchdog, how often health is checked
 WARN_EVERY_S = 600.0         # repeat an unhealthy warning at most this often (SD-card wear)
 
@@ -160,6 +170,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stop_requested = asyncio.Event()
         self.healthy = True
+        self.abandoned: list[str] = []      # subsystems still running when the daemon gave up
         self._lag_s = 0.0
 
     def request_stop(self, reason: str) -> None:
@@ -190,11 +201,18 @@ class Daemon:
             self.notifier.stopping(f"cannot start: {exc}")
             if lock is not None:
                 lock.close()
-            return 2 if isinstance(exc, ConfigError) else 1
+            return 2 if isinstance(exc, ConfigError | StoreReadOnly) else 1
         assert lock is not None
         try:
             for mig in store.applied_now:
                 log.info("migration applied", version=mig.version, name=mig.name)
+            try:
+                await store.check_writable()
+            except StoreReadOnly as exc:
+                log.error("cannot start: the database cannot be written", error=str(exc),
+                          database=str(self.config.node.database))
+                self.notifier.stopping(f"cannot start: {exc}")
+                return 2
             try:
                 subsystems = build_subsystems(self.config, store, keys)
             except ConfigError as exc:
@@ -204,38 +222,60 @@ class Daemon:
                 return 2
             return await self._supervise(store, subsystems)
         finally:
-            await store.close()
+            if not self.abandoned:
+                await store.close()
+            else:       # a subsystem left behind may hold the writer; SQLite survives an exit
+                try:
+                    async with asyncio.timeout(STORE_CLOSE_S):
+                        await store.close()
+                except TimeoutError:
+                    log.error("store not closed: a subsystem left behind holds it")
             lock.close()
             log.info("stopped")
 
     async def _supervise(self, store: Store, subsystems: Sequence[Subsystem]) -> int:
         names = ", ".join(s.name for s in subsystems) or "none"
-        failed = False
+        tasks = [asyncio.create_task(_run_subsystem(s), name=s.name) for s in subsystems]
+        tasks.append(asyncio.create_task(self._watchdog(store, subsystems), name="watchdog"))
+        log.info("ready", node_id=self.config.node.id,
+                 database=str(self.config.node.database), subsystems=names)
+        self.notifier.ready(f"running: subsystems {names}")
+        stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
         try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(_run_subsystem(s), name=s.name) for s in subsystems]
-                watchdog = tg.create_task(self._watchdog(store, subsystems), name="watchdog")
-                status = f"running: subsystems {names}"
-                log.info("ready", node_id=self.config.node.id,
-                         database=str(self.config.node.database), subsystems=names)
-                self.notifier.ready(status)
-                await self.stop_requested.wait()
-                self.notifier.stopping()
-                watchdog.cancel()
-                for task in tasks:
+            await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            # a subsystem only ends by failing (it runs until cancelled)
+            crashed = any(t.done() for t in tasks)
+            self.notifier.stopping("a subsystem failed" if crashed else "stopping")
+            await self._stop(tasks)
+        failed = False
+        for task in tasks:
+            exc = task.exception() if task.done() and not task.cancelled() else None
+            if exc is not None:
+                log.exception("subsystem failed", exc_info=exc, subsystem=task.get_name())
+                failed = True
+        return 1 if failed or self.abandoned else 0
+
+    async def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Cancel `tasks`, give them the grace period, cancel again, then leave them behind."""
+        running = [t for t in tasks if not t.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            _, pending = await asyncio.wait(running, timeout=SHUTDOWN_GRACE_S)
+            if pending:
+                log.error("subsystems still stopping after the grace period; cancelling again",
+                          subsystems=",".join(t.get_name() for t in pending),
+                          grace_s=SHUTDOWN_GRACE_S)
+                for task in pending:
                     task.cancel()
-                if tasks:
-                    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
-                    if pending:
-                        log.error("subsystems still stopping after grace period",
-                                  subsystems=",".join(t.get_name() for t in pending),
-                                  grace_s=SHUTDOWN_GRACE_S)
-        except* Exception as group:
-            for exc in group.exceptions:
-                log.exception("subsystem failed", exc_info=exc)
-            self.notifier.stopping("a subsystem failed")
-            failed = True
-        return 1 if failed else 0
+                _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_HARD_S)
+            if pending:
+                self.abandoned = sorted(t.get_name() for t in pending)
+                log.critical("subsystems did not stop: exiting without them",
+                             subsystems=",".join(self.abandoned),
+                             waited_s=SHUTDOWN_GRACE_S + SHUTDOWN_HARD_S)
 
     async def _watchdog(self, store: Store, subsystems: Sequence[Subsystem]) -> None:
         wd = self.notifier.watchdog_s
@@ -328,4 +368,11 @@ async def _run_subsystem(subsystem: Subsystem) -> None:
 
 
 async def run(config: GridnodeConfig) -> int:
-    return await Daemon(config).run()
+    """The daemon's exit status; exits the process at once if a subsystem was left behind (the
+    event loop would otherwise wait for it forever when it closes)."""
+    daemon = Daemon(config)
+    status = await daemon.run()
+    if daemon.abandoned:
+        logging.shutdown()
+        os._exit(status)
+    return status

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +261,134 @@ async def test_a_second_daemon_on_the_same_data_dir_is_refused(
     await asyncio.sleep(0.3)
     third.request_stop("test")
     assert await asyncio.wait_for(third_task, 10) == 0
+
+
+class Stubborn:
+    """Swallows cancellation (a bug a real subsystem could have) until the test lets it go."""
+
+    name = "stubborn"
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.cancellations = 0
+
+    def progress(self) -> float:
+        return time.monotonic()
+
+    async def run(self) -> None:
+        while not self.released.is_set():
+            try:
+                await self.released.wait()
+            except asyncio.CancelledError:
+                self.cancellations += 1
+        await asyncio.Event().wait()      # released: the next cancellation ends it
+
+
+async def test_a_subsystem_that_refuses_to_stop_is_left_behind_after_the_grace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        notify: tuple[str, NotifySocket]) -> None:
+    address, sock = notify
+    stubborn = Stubborn()
+    monkeypatch.setattr(daemon, "build_subsystems", lambda c, s, k: [stubborn])
+    monkeypatch.setattr(daemon, "SHUTDOWN_GRACE_S", 0.4)
+    monkeypatch.setattr(daemon, "SHUTDOWN_HARD_S", 0.3)
+    node = daemon.Daemon(parse_config(_config(tmp_path).read_text()),
+                         Notifier({"NOTIFY_SOCKET": address}))
+    task = asyncio.create_task(node.run())
+    await asyncio.to_thread(sock.wait_for, "READY=1", 10)
+    started = time.monotonic()
+    node.request_stop("test")
+    assert await asyncio.wait_for(task, 10) == 1
+    took = time.monotonic() - started
+    assert 0.7 <= took < 5, took
+    assert node.abandoned == ["stubborn"] and stubborn.cancellations == 2
+    messages = [r.getMessage() for r in caplog.records if r.name == "gridnode.daemon"]
+    assert "subsystems still stopping after the grace period; cancelling again" in messages
+    assert "subsystems did not stop: exiting without them" in messages
+    stubborn.released.set()               # let the test's event loop close
+    await asyncio.sleep(0.05)
+
+
+def test_the_process_exits_when_a_subsystem_never_stops(tmp_path: Path) -> None:
+    """The real entry point under SIGTERM: a subsystem that ignores every cancellation costs the
+    grace period and the hard limit, then the process exits with status 1 and says why."""
+    script = f"""
+import asyncio, sys
+from gridnode import cli, daemon
+
+class Deaf:
+    name = "deaf"
+    def progress(self):
+        return 0.0
+    async def run(self):
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+daemon.SHUTDOWN_GRACE_S = 0.5
+daemon.SHUTDOWN_HARD_S = 0.5
+daemon.build_subsystems = lambda config, store, keys: [Deaf()]
+sys.exit(cli.main(["run", "-c", {str(_config(tmp_path))!r}]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "event=ready" in line:
+                break
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out
+    assert 1.0 <= took < 8, took
+    assert 'event="subsystems did not stop: exiting without them" subsystems=deaf' in out, out
+
+
+def _as_nobody() -> list[str] | None:
+    """A prefix that runs a command as `nobody` when we are root (file modes bind only then)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    return None if setpriv is None else [setpriv, "--reuid=65534", "--regid=65534",
+                                         "--clear-groups"]
+
+
+def test_a_read_only_database_is_refused_before_ready_with_status_2() -> None:
+    prefix = _as_nobody()
+    if prefix is None:
+        pytest.skip("root without setpriv: a read-only file cannot be made here")
+    name = f"gridnode-test-{os.getpid()}-{time.monotonic_ns()}"
+    sock = NotifySocket(b"\0" + name.encode())
+    home = Path(tempfile.mkdtemp(prefix="gridnode-ro-"))   # not under pytest's private tmp
+    try:
+        cfg = _config(home)
+        db = home / "state" / "gridnode.db"
+
+        async def create() -> None:
+            await (await Store.open(db)).close()
+
+        asyncio.run(create())
+        for p in [home, *home.rglob("*")]:
+            p.chmod(0o777 if p.is_dir() else 0o644)
+        db.chmod(0o444)
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + name}
+        out = subprocess.run([*prefix, sys.executable, "-m", "gridnode", "run", "-c", str(cfg)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert 'event="cannot start: the database cannot be written"' in out.stderr, out.stderr
+        assert "attempt to write a readonly database" in out.stderr
+        assert "event=ready" not in out.stderr
+        messages = sock.drain()
+        assert any("STOPPING=1" in m for m in messages)
+        assert not any("READY=1" in m for m in messages)
+    finally:
+        sock.sock.close()
+        shutil.rmtree(home, ignore_errors=True)
