@@ -264,7 +264,16 @@ class Store(_Reads):
         """Open (creating if needed) the database at `path` and apply pending migrations."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        applied = await asyncio.to_thread(_prepare, path, migrations_dir)
+        try:
+            applied = await asyncio.to_thread(_prepare, path, migrations_dir)
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+                # WAL needs to write the file and create -wal/-shm beside it
+                raise StoreReadOnly(f"{path}: the database cannot be opened for writing "
+                                    f"({exc}; the file and its directory must be writable)"
+                                    ) from exc
+            raise
         writer = await aiosqlite.connect(path, isolation_level=None)
         try:
             await _configure(writer)

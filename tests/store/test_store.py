@@ -375,3 +375,22 @@ def test_a_read_only_database_is_found_before_anything_is_written(open_dir: Path
     ok = subprocess.run([sys.executable, "-c", script], cwd=REPO, text=True, capture_output=True)
     assert ok.returncode == 0, ok.stderr
 
+
+
+def test_a_database_in_a_read_only_directory_is_refused_at_open(open_dir: Path) -> None:
+    prefix = _run_as_nobody()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+    db = open_dir / "g.db"
+    script = (f"import asyncio\nfrom gridnode.store import Store\n"
+              f"async def main():\n    await (await Store.open({str(db)!r})).close()\n"
+              f"asyncio.run(main())\n")
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True)
+    db.chmod(0o666)
+    open_dir.chmod(0o555)            # WAL cannot create its -wal and -shm files here
+    out = subprocess.run([*prefix, sys.executable, "-c", script], cwd=REPO, text=True,
+                         capture_output=True)
+    open_dir.chmod(0o777)
+    assert out.returncode == 1
+    assert "StoreReadOnly" in out.stderr and "cannot be opened for writing" in out.stderr, \
+        out.stderr
