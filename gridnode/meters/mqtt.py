@@ -14,6 +14,8 @@ stored is left unacknowledged, and so is every later message on that connection 
 would overtake it and it would come back out of order); the ingest then reconnects (with backoff,
 once the recorder accepts again) so the broker sends them all again, in order. Acks owed on a
 connection that has gone are dropped, since the broker resends those messages on the next one.
+While the node cannot store (a full disk), the broker holds what it has not acknowledged: its
+queue must be sized for that (mosquitto drops past `max_queued_messages`, 1000 by default).
 """
 
 from __future__ import annotations
