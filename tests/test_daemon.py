@@ -20,6 +20,7 @@ from gridnode import daemon
 from gridnode.config import ConfigError, parse_config
 from gridnode.store import Store
 from gridnode.systemd import Notifier
+from tests.store.nobody import as_nobody
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -352,19 +353,8 @@ sys.exit(cli.main(["run", "-c", {str(_config(tmp_path))!r}]))
     assert 'event="subsystems did not stop: exiting without them" subsystems=deaf' in out, out
 
 
-def _as_nobody() -> list[str] | None:
-    """A prefix that runs a command as `nobody` when we are root (file modes bind only then)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    return None if setpriv is None else [setpriv, "--reuid=65534", "--regid=65534",
-                                         "--clear-groups"]
-
-
 def test_a_read_only_database_is_refused_before_ready_with_status_2() -> None:
-    prefix = _as_nobody()
-    if prefix is None:
-        pytest.skip("root without setpriv: a read-only file cannot be made here")
+    prefix = as_nobody()
     name = f"gridnode-test-{os.getpid()}-{time.monotonic_ns()}"
     sock = NotifySocket(b"\0" + name.encode())
     home = Path(tempfile.mkdtemp(prefix="gridnode-ro-"))   # not under pytest's private tmp

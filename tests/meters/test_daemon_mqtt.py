@@ -41,6 +41,17 @@ class Node:
                                      cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                      text=True)
 
+    def start_subscribed(self) -> None:
+        """Start, and return once the subscription stands (from then on the broker keeps the
+        session's messages, whether the node runs or not)."""
+        self.start()
+        self.wait_log("mqtt connected")
+        time.sleep(0.5)
+
+    def count(self, meter_id: str) -> int:
+        rows = self.query("SELECT count(*) FROM readings WHERE meter_id = ?", (meter_id,))
+        return int(str(rows[0][0])) if rows else 0
+
     def wait_log(self, text: str, timeout: float = 30.0) -> None:
         path = self.dir / f"run{self.runs}.log"
         deadline = time.monotonic() + timeout
@@ -124,14 +135,9 @@ reconnect_max_s = 2
 """
 
 
-def test_sigkill_loses_no_acknowledged_mqtt_reading(tmp_path: Path, mqtt_broker: tuple[str, int],
-                                                     publisher: mqtt.Client) -> None:
-    """Every reading the broker took is stored once, whenever the node is killed: the node
-    acknowledges a message only after its commit, so the broker keeps what was not stored."""
-    host, port = mqtt_broker
-    tag = uuid.uuid4().hex[:8]
-    topic = f"ack-{tag}/meter"
-    node = Node(tmp_path, _mqtt_config(tmp_path, host, port, f"gridnode-ack-{tag}", f"""
+def generic_meter(topic: str) -> str:
+    """An MQTT meter (id "m") with JSON {"e": Wh, "ts": Unix ms} on `topic`."""
+    return f"""
 meter_id = "m"
 format = "generic"
 topic = "{topic}"
@@ -140,7 +146,18 @@ import_energy = "e"
 energy_unit = "Wh"
 time = "ts"
 time_format = "unix_ms"
-"""))
+"""
+
+
+def test_sigkill_loses_no_acknowledged_mqtt_reading(tmp_path: Path, mqtt_broker: tuple[str, int],
+                                                     publisher: mqtt.Client) -> None:
+    """Every reading the broker took is stored once, whenever the node is killed: the node
+    acknowledges a message only after its commit, so the broker keeps what was not stored."""
+    host, port = mqtt_broker
+    tag = uuid.uuid4().hex[:8]
+    topic = f"ack-{tag}/meter"
+    node = Node(tmp_path, _mqtt_config(tmp_path, host, port, f"gridnode-ack-{tag}",
+                                       generic_meter(topic)))
     t0 = (int(time.time()) - 7200) * 1000
     sent: list[int] = []
 
@@ -153,14 +170,11 @@ time_format = "unix_ms"
         return out
 
     def stored() -> int:
-        rows = node.query("SELECT count(*) FROM readings WHERE meter_id = 'm'")
-        return int(rows[0][0]) if rows else 0    # type: ignore[call-overload]
+        return node.count("m")
 
     try:
-        node.start()
-        node.wait_log("mqtt connected")
-        time.sleep(0.5)                # the subscription goes through; from then on the
-        publish_all(publisher, batch(1))   # broker keeps the session's messages
+        node.start_subscribed()
+        publish_all(publisher, batch(1))
         node.wait_until(lambda: stored() == 1, what="the first reading")
         # 1) the writer is held up (another process holds the database lock), messages arrive
         # and wait in memory; the node is killed before anything of them is committed
@@ -216,13 +230,10 @@ timezone = "UTC"
     t0 = int(time.time()) - 600
 
     def count() -> int:
-        rows = node.query("SELECT count(*) FROM readings WHERE meter_id = 'plug'")
-        return int(rows[0][0]) if rows else 0    # type: ignore[call-overload]
+        return node.count("plug")
 
     try:
-        node.start()
-        node.wait_log("mqtt connected")
-        time.sleep(0.5)
+        node.start_subscribed()
         for i, how in enumerate((signal.SIGTERM, signal.SIGKILL, None)):
             publish_all(publisher, [(topic, _tasmota(t0 + 60 * i, 1.0 + 0.01 * i))])
             node.wait_until(lambda n=i + 1: count() == n, timeout=20,   # type: ignore[misc]

@@ -25,7 +25,13 @@ from gridnode.meters.reading import Reading
 from gridnode.meters.recorder import Recorder
 from gridnode.store import Store
 from tests.meters.conftest import entry, running
-from tests.meters.test_daemon_mqtt import Node, _mqtt_config, publish_all, publisher  # noqa: F401
+from tests.meters.test_daemon_mqtt import (  # noqa: F401 - publisher is a fixture
+    Node,
+    _mqtt_config,
+    generic_meter,
+    publish_all,
+    publisher,
+)
 from tests.store.full import fill_up, make_room
 
 FIELDS = {"import_wh": ("e", "Wh")}
@@ -126,28 +132,16 @@ def test_the_daemon_waits_out_a_really_full_disk(small_tmpfs: Path, tmp_path: Pa
     host, port = mqtt_broker
     tag = uuid.uuid4().hex[:8]
     topic = f"tmpfs-{tag}/meter"
-    config = _mqtt_config(small_tmpfs, host, port, f"gridnode-tmpfs-{tag}", f"""
-meter_id = "m"
-format = "generic"
-topic = "{topic}"
-[meters.mqtt.meters.fields]
-import_energy = "e"
-energy_unit = "Wh"
-time = "ts"
-time_format = "unix_ms"
-""")
+    config = _mqtt_config(small_tmpfs, host, port, f"gridnode-tmpfs-{tag}", generic_meter(topic))
     node = Node(tmp_path, config)
     node.db = small_tmpfs / "state" / "gridnode.db"
     t0 = (int(time.time()) - 7200) * 1000
 
     def stored() -> int:
-        rows = node.query("SELECT count(*) FROM readings")
-        return int(rows[0][0]) if rows else 0    # type: ignore[call-overload]
+        return node.count("m")
 
     try:
-        node.start()
-        node.wait_log("mqtt connected")
-        time.sleep(0.5)
+        node.start_subscribed()
         publish_all(publisher, _messages(topic, t0, 0, 5))
         node.wait_until(lambda: stored() == 5, what="the first readings")
         filler = _fill(small_tmpfs)

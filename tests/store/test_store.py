@@ -25,6 +25,7 @@ from gridnode.store import (
 )
 from gridnode.store.migrate import discover
 from tests.store.full import fill_up, make_room
+from tests.store.nobody import as_nobody
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -336,15 +337,6 @@ async def test_a_full_database_raises_storage_full_writes_nothing_and_recovers(
         await store.close()
 
 
-def _run_as_nobody() -> list[str] | None:
-    """A command prefix that drops root to `nobody`, so file permissions apply; None if absent."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    return None if setpriv is None else [setpriv, "--reuid=65534", "--regid=65534",
-                                         "--clear-groups"]
-
-
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
     """A directory everyone may enter and write (pytest's own tmp root is private to its user)."""
@@ -355,9 +347,7 @@ def open_dir() -> Iterator[Path]:
 
 
 def test_a_read_only_database_is_found_before_anything_is_written(open_dir: Path) -> None:
-    prefix = _run_as_nobody()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+    prefix = as_nobody()
     db = open_dir / "g.db"
     script = (f"import asyncio\nfrom gridnode.store import Store\n"
               f"async def main():\n    s = await Store.open({str(db)!r})\n"
@@ -378,9 +368,7 @@ def test_a_read_only_database_is_found_before_anything_is_written(open_dir: Path
 
 
 def test_a_database_in_a_read_only_directory_is_refused_at_open(open_dir: Path) -> None:
-    prefix = _run_as_nobody()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+    prefix = as_nobody()
     db = open_dir / "g.db"
     script = (f"import asyncio\nfrom gridnode.store import Store\n"
               f"async def main():\n    await (await Store.open({str(db)!r})).close()\n"
