@@ -4,16 +4,19 @@ nothing stored from rejected readings."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
 import sqlite3
 from collections.abc import Callable
 
+import pytest
+
 from gridnode.meters.clock import ManualClock
 from gridnode.meters.reading import Reading
 from gridnode.meters.recorder import Recorder
-from gridnode.store import Store
+from gridnode.store import StorageFull, Store
 from tests.meters.conftest import entry, intervals, make_recorder, operations, running
 from tests.store.full import fill_up, make_room
 
@@ -247,3 +250,23 @@ async def test_readings_past_the_queue_bound_are_refused_before_they_change_anyt
     rows = await store.fetchall("SELECT import_wh FROM readings ORDER BY read_at_ms")
     assert len(rows) == 2 + accepted.count(True) and accepted.count(False) == rec.refused
     assert told.count(True) == accepted.count(True)
+
+
+async def test_starting_on_a_full_disk_waits_for_space_instead_of_failing(store) -> None:
+    await fill_up(store)
+    with pytest.raises(StorageFull):          # not one more meter fits
+        for n in itertools.count():
+            async with store.write() as tx:
+                await tx.execute("INSERT INTO meters (meter_id, source, profile, created_at_ms, "
+                                 "updated_at_ms) VALUES (?, 'modbus', 'x', 0, 0)", (f"f{n:08}",))
+    clock = ManualClock(B0)
+    rec = make_recorder(store, [entry("new-meter")], clock)
+    async with running(rec) as tasks:         # registering the meter needs space too
+        assert rec.storage_full.active
+        assert rec.submit(Reading("new-meter", B0 * 1000, B0 * 1000, 100.0))
+        await asyncio.sleep(1.0)
+        assert not tasks[0].done()
+        await make_room(store)
+        await asyncio.wait_for(rec.drain(), 30)
+    rows = await store.fetchall("SELECT meter_id, import_wh FROM readings")
+    assert [tuple(r) for r in rows] == [("new-meter", 100.0)]
