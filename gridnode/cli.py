@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=_choices(MeterRegistrationPayload, "meter_type"))
     p.set_defaults(fn=cmd_register)
 
+    from gridnode.api.tokens import add_commands as token_commands
+    token_commands(sub, with_config)
+
     sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
     return parser
 

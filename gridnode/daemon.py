@@ -80,6 +80,9 @@ def build_subsystems(config: GridnodeConfig, store: Store,
         builders.append(lambda: MetersSubsystem.from_config(config, store, file=config.source))
     if config.chain is not None and keys is not None:
         builders.append(lambda: _pipeline(config, store, keys))
+    if config.api.enabled:      # built last: it serves what the others do
+        from gridnode.api import ApiServer
+        builders.append(lambda: ApiServer.from_config(config, store, subsystems))
     for build in builders:
         try:
             subsystems.append(build())
@@ -237,9 +240,10 @@ class Daemon:
         names = ", ".join(s.name for s in subsystems) or "none"
         tasks = [asyncio.create_task(_run_subsystem(s), name=s.name) for s in subsystems]
         tasks.append(asyncio.create_task(self._watchdog(store, subsystems), name="watchdog"))
-        log.info("ready", node_id=self.config.node.id,
-                 database=str(self.config.node.database), subsystems=names)
-        self.notifier.ready(f"running: subsystems {names}")
+        if await _started(subsystems, tasks):
+            log.info("ready", node_id=self.config.node.id,
+                     database=str(self.config.node.database), subsystems=names)
+            self.notifier.ready(f"running: subsystems {names}")
         stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
         try:
             await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -359,6 +363,18 @@ async def _status_line(store: Store) -> str:
     except Exception as exc:        # a status line is not worth stopping the watchdog for
         return f"running; operations unknown ({exc})"
     return "running; operations " + (" ".join(f"{r[0]}={r[1]}" for r in rows) or "none")
+
+
+async def _started(subsystems: Sequence[Subsystem], tasks: Sequence[asyncio.Task[None]]) -> bool:
+    """Wait until each subsystem with a `started` event (one that serves others, the API) has
+    set it; False when a subsystem ended first (it failed: the node is not ready)."""
+    for s, task in zip(subsystems, tasks, strict=False):
+        started = getattr(s, "started", None)
+        if isinstance(started, asyncio.Event) and not started.is_set():
+            waiter = asyncio.create_task(started.wait())
+            await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+    return not any(t.done() for t in tasks)
 
 
 async def _run_subsystem(subsystem: Subsystem) -> None:

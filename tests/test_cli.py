@@ -304,7 +304,7 @@ def test_check_config_says_what_is_not_implemented_and_when_nothing_would_run(
                         "would only keep its database open")
     assert ("  upstream: not implemented yet; [upstream] (https://p.example/) is ignored, "
             "nothing is synced") in lines
-    assert "  api: not implemented yet; [api] is ignored, no HTTP endpoint is served" in lines
+    assert "  api: off (enable it with [api] enabled = true)" in lines
     assert "http://" not in out and "9000" not in out
 
     code, out, _ = run_cli(capsys, "check-config", str(REPO / "config/gridnode.example.toml"))

@@ -43,6 +43,11 @@ class BlockhashCache:
             assert self._current is not None
             return self._current
 
+    def age_s(self) -> float | None:
+        """Seconds since the cached blockhash was fetched (None before the first fetch)."""
+        cur = self._current
+        return None if cur is None else time.monotonic() - cur.fetched_at
+
     def invalidate(self) -> None:
         self._current = None
 

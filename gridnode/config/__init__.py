@@ -277,13 +277,17 @@ def summary(cfg: GridnodeConfig) -> list[str]:
     else:
         lines.append(f"chain: {', '.join(str(u) for u in cfg.chain.rpc_urls)} "
                      f"({cfg.chain.commitment})")
-    # Upstream sync and the HTTP API are not built yet: the summary must not promise them.
+    # Upstream sync is not built yet: the summary must not promise it.
     lines.append("upstream: not implemented yet; " + (
         f"[upstream] ({cfg.upstream.url}) is ignored, nothing is synced" if cfg.upstream
         else "nothing is synced"))
-    lines.append("api: not implemented yet; " + (
-        "[api] is ignored, no HTTP endpoint is served" if "api" in cfg.model_fields_set
-        else "no HTTP endpoint is served"))
+    api = cfg.api
+    host = f"[{api.bind}]" if api.bind.version == 6 else str(api.bind)
+    lines.append(f"api: http://{host}:{api.port}, tokens signed with the systemd credential "
+                 "api-jwt or " + (f"{api.jwt_secret_file}" if api.jwt_secret_file else
+                                  "(no jwt_secret_file) nothing: only /health, /ready and "
+                                  "/api/v1/openapi.json answer without one")
+                 if api.enabled else "api: off (enable it with [api] enabled = true)")
     lines.append(f"logging: {cfg.logging.level}, {cfg.logging.format}")
     if does_nothing(cfg):
         lines.insert(0, "does nothing: no meters and no [chain] are configured, so the node would "
