@@ -23,7 +23,7 @@ from gridnode.meters.profiles import load_profiles  # noqa: E402
 from gridnode.meters.recorder import MeterEntry, Recorder  # noqa: E402
 from gridnode.meters.validation import Limits  # noqa: E402
 from gridnode.store import Store  # noqa: E402
-from gridnode.testing import AcceleratedClock  # noqa: E402
+from gridnode.testing import AcceleratedClock, drain  # noqa: E402
 from simulators.meters.modbus_server import ModbusTcpMeterServer  # noqa: E402
 from simulators.meters.model import SimMeter  # noqa: E402
 from simulators.meters.mqtt_publisher import (  # noqa: E402
@@ -106,7 +106,7 @@ async def bench_mqtt(store: Store, rounds: int) -> None:
     target = 200 * rounds
     while rec.stored_readings < target * 0.95 and time.perf_counter() - t0 < 60:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    await rec.drain()
+    await drain(rec)
     dt = time.perf_counter() - t0
     pub.disconnect()
     for t in tasks:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gridnode.meters.recorder import Recorder
 
 __all__ = ["AcceleratedClock", "ManualClock"]
 
@@ -49,3 +53,10 @@ class ManualClock:
         deadline = self._now + max(0.0, seconds)
         while self._now < deadline:
             await self._changed.wait()
+
+
+async def drain(recorder: Recorder) -> None:
+    """Wait until everything submitted to `recorder` so far is written (or its write failed)."""
+    while not recorder._queue.empty() or not recorder._idle.is_set():
+        await recorder._idle.wait()
+        await asyncio.sleep(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = ["Clock", "SystemClock"]
 
@@ -28,12 +28,3 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
-
-def __getattr__(name: str) -> Any:
-    # The test clocks lived here; tests/meters/test_recorder.py and test_storage_full.py still
-    # import them from this module. Loaded on that access only, never by the daemon.
-    if name in ("AcceleratedClock", "ManualClock"):
-        from gridnode import testing
-
-        return getattr(testing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -234,12 +234,6 @@ class Recorder:
         """Whether a reading submitted now would be queued (the store keeps up)."""
         return not self.storage_full.active and self._waiting() < self.queue_max
 
-    async def drain(self) -> None:
-        """Wait until everything submitted so far is written (or its write failed)."""
-        while not self._queue.empty() or not self._idle.is_set():
-            await self._idle.wait()
-            await asyncio.sleep(0)
-
     async def run(self) -> None:
         """The writer: drains the queue in batched transactions until cancelled.
 

@@ -18,7 +18,7 @@ from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
 from gridnode.meters.payloads import FORMATS
 from gridnode.meters.recorder import Recorder
 from gridnode.store import Store
-from gridnode.testing import AcceleratedClock
+from gridnode.testing import AcceleratedClock, drain
 from tests.meters.conftest import entry, make_recorder, running
 
 START = 1_780_000_200.0 // 900 * 900 + 60
@@ -78,7 +78,7 @@ async def test_implausible_instantaneous_values_are_dropped_and_counted_counters
                 "Total": 100.01, "ExportActive": 1.0, "Power": 1e308, "Voltage": -1e308,
                 "Current": 1e9, "Frequency": 1e6}})
             await wait_for(lambda: e.health.accepted == 2)
-            await rec.drain()
+            await drain(rec)
     finally:
         b.close()
     stored = await rows(store, "t1")
@@ -113,7 +113,7 @@ async def test_a_rejected_shelly_em_message_leaves_no_trace(store, mqtt_broker) 
                 b.publish(f"{prefix}/status/emdata:0", {"id": 0, "total_act": 5000.0 + i / 10,
                                                         "total_act_ret": 10.0})
                 await wait_for(lambda i=i: h.accepted == 1 + i)
-            await rec.drain()
+            await drain(rec)
     finally:
         b.close()
     stored = await rows(store, "s1")
@@ -145,7 +145,7 @@ async def test_gridtokenx_nan_energy_is_no_data_never_zero(store, mqtt_broker, n
             b.publish(topic, telemetry(2, no_data, 0.003))
             b.publish(topic, telemetry(3, 0.02, 0.001))
             await wait_for(lambda: h.accepted + h.rejected >= 3)
-            await rec.drain()
+            await drain(rec)
     finally:
         b.close()
     stored = await rows(store, "g1")

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
-from gridnode.meters.clock import ManualClock
 from gridnode.meters.reading import Reading
 from gridnode.meters.recorder import Recorder
 from gridnode.store import StorageFull, Store
+from gridnode.testing import ManualClock, drain
 from tests.meters.conftest import entry, intervals, make_recorder, operations, running
 from tests.store.full import fill_up, make_room
 
@@ -34,7 +34,7 @@ async def feed(rec, clock, t0: float, t1: float, rate_w: float, base: float) -> 
         clock.advance(t - clock.time())
         rec.submit(reading(t, base + rate_w * (t - t0) / 3600))
         t += 37
-    await rec.drain()
+    await drain(rec)
     return base + rate_w * (t - 37 - t0) / 3600
 
 
@@ -53,7 +53,7 @@ async def test_restart_resumes_without_gaps_or_doubles(tmp_path) -> None:
         await feed(rec, clock, B0 + 3 * L + 1200, B0 + 7 * L, 1200.0, last + 400.0)
         # a duplicate of an old reading after the restart is rejected, not stored
         assert not rec.submit(reading(B0 + 10, 50_000.0))
-        await rec.drain()
+        await drain(rec)
     ivs = await intervals(store, "m1")
     ops = await operations(store)
     await store.close()
@@ -74,7 +74,7 @@ async def test_rejected_readings_store_nothing(store) -> None:
         for bad in (reading(B0 + 10, None), reading(B0 + 20, 50.0), reading(B0 + 30, 1e6),
                     reading(B0 + 3600, 100.0), reading(B0, 100.0)):
             assert not rec.submit(bad)
-        await rec.drain()
+        await drain(rec)
         await rec.flush_health()
     rows = await store.fetchall("SELECT import_wh FROM readings")
     assert [r["import_wh"] for r in rows] == [100.0]
@@ -90,21 +90,21 @@ async def test_a_failed_write_loses_nothing_that_was_stored_and_builds_on_nothin
     rec = make_recorder(store, [entry("m1")], clock)
     async with running(rec):
         assert rec.submit(reading(B0, 100.0))
-        await rec.drain()
+        await drain(rec)
         # the database refuses the next batch (a trigger stands in for a full disk)
         async with store.write() as tx:
             await tx.execute("CREATE TRIGGER refuse BEFORE INSERT ON readings "
                              "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
         clock.advance(10)
         assert rec.submit(reading(B0 + 10, 101.0))
-        await rec.drain()
+        await drain(rec)
         async with store.write() as tx:
             await tx.execute("DROP TRIGGER refuse")
         # the state went back to the last stored reading: 101 Wh was never stored, so a
         # reading of 100.5 Wh after it is not "backward"
         clock.advance(10)
         assert rec.submit(reading(B0 + 20, 100.5))
-        await rec.drain()
+        await drain(rec)
     rows = await store.fetchall("SELECT import_wh FROM readings ORDER BY read_at_ms")
     assert [r["import_wh"] for r in rows] == [100.0, 100.5]
 
@@ -119,7 +119,7 @@ async def test_a_meter_without_export_stays_without_export_across_restarts(tmp_p
             clock.advance(60)
             assert rec.submit(reading(clock.time(), 100.0 + n, None)), \
                 rec.meters["m1"].health.rejections
-            await rec.drain()
+            await drain(rec)
         await store.close()
     store = await Store.open(db)
     rows = await store.fetchall("SELECT export_wh FROM readings ORDER BY read_at_ms")
@@ -135,7 +135,7 @@ async def test_a_state_saved_as_export_zero_by_an_older_version_is_repaired(stor
     async with running(rec):
         assert rec.submit(reading(B0, 100.0, None))
         assert rec.submit(Reading("m2", B0 * 1000, B0 * 1000, 100.0, 0.0))   # export really 0
-        await rec.drain()
+        await drain(rec)
     async with store.write() as tx:            # what the older version wrote for "no export"
         await tx.execute("UPDATE meter_state SET last_export_raw = 0.0")
     rec = make_recorder(store, [entry("m1"), entry("m2")], clock)
@@ -144,7 +144,7 @@ async def test_a_state_saved_as_export_zero_by_an_older_version_is_repaired(stor
         assert rec.submit(reading(B0 + 60, 101.0, None))
         # a meter whose export counter showed 0.0 still has one: a reading without it is no data
         assert not rec.submit(Reading("m2", (B0 + 60) * 1000, (B0 + 60) * 1000, 101.0, None))
-        await rec.drain()
+        await drain(rec)
     assert rec.meters["m2"].health.rejections == {"no_data": 1}
 
 
@@ -171,13 +171,13 @@ async def test_acks_are_told_after_the_commit_in_order(store) -> None:
         clock.advance(10)
         assert rec.submit(reading(B0 + 10, 101.0), ack=ack("second"))
         assert told == []                       # nothing is committed yet
-        await rec.drain()
+        await drain(rec)
         async with store.write() as tx:         # the next write fails (not for lack of space)
             await tx.execute("CREATE TRIGGER refuse BEFORE INSERT ON readings "
                              "BEGIN SELECT RAISE(ABORT, 'refused'); END")
         clock.advance(10)
         assert rec.submit(reading(B0 + 20, 102.0), ack=ack("not stored"))
-        await rec.drain()
+        await drain(rec)
     both = json.dumps({"duplicate": 1, "malformed": 1}, sort_keys=True)
     assert [t[:2] for t in told] == [("first", True), ("duplicate", True), ("malformed", True),
                                      ("nothing to store", True), ("second", True),
@@ -192,7 +192,7 @@ async def test_a_full_disk_is_a_state_the_writer_waits_out(store, caplog) -> Non
     rec = make_recorder(store, [entry("m1")], clock)
     async with running(rec) as tasks:
         assert rec.submit(reading(B0 - 100, 50_000.0))
-        await rec.drain()
+        await drain(rec)
         await fill_up(store)
         t, n = B0 - 100, 1
         while rec.storage_errors < 3:             # the writer keeps trying, with backoff
@@ -205,7 +205,7 @@ async def test_a_full_disk_is_a_state_the_writer_waits_out(store, caplog) -> Non
             assert n < 400, "the database never filled up"
         assert rec.storage_full.active and not rec.accepting()
         await make_room(store)
-        await asyncio.wait_for(rec.drain(), 30)
+        await asyncio.wait_for(drain(rec), 30)
         assert not rec.storage_full.active
     rows = await store.fetchall("SELECT import_wh FROM readings ORDER BY read_at_ms")
     ivs = await intervals(store, "m1")
@@ -225,7 +225,7 @@ async def test_readings_past_the_queue_bound_are_refused_before_they_change_anyt
     told: list[bool] = []
     async with running(rec):
         assert rec.submit(reading(B0, 100.0))
-        await rec.drain()
+        await drain(rec)
         await fill_up(store)
         accepted: list[bool] = []
         t = last_ok = B0
@@ -242,11 +242,11 @@ async def test_readings_past_the_queue_bound_are_refused_before_they_change_anyt
         assert last is not None and last.read_at_ms == last_ok * 1000
         assert rec.meters["m1"].state.last_read_at_ms == last_ok * 1000
         await make_room(store)
-        await asyncio.wait_for(rec.drain(), 30)
+        await asyncio.wait_for(drain(rec), 30)
         t += 10
         clock.advance(10)
         assert rec.submit(reading(t, 100.0 + (t - B0) * 2))
-        await rec.drain()
+        await drain(rec)
     rows = await store.fetchall("SELECT import_wh FROM readings ORDER BY read_at_ms")
     assert len(rows) == 2 + accepted.count(True) and accepted.count(False) == rec.refused
     assert told.count(True) == accepted.count(True)
@@ -267,6 +267,6 @@ async def test_starting_on_a_full_disk_waits_for_space_instead_of_failing(store)
         await asyncio.sleep(1.0)
         assert not tasks[0].done()
         await make_room(store)
-        await asyncio.wait_for(rec.drain(), 30)
+        await asyncio.wait_for(drain(rec), 30)
     rows = await store.fetchall("SELECT meter_id, import_wh FROM readings")
     assert [tuple(r) for r in rows] == [("new-meter", 100.0)]

@@ -18,12 +18,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gridnode.meters.clock import AcceleratedClock
 from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
 from gridnode.meters.payloads import generic_format
 from gridnode.meters.reading import Reading
 from gridnode.meters.recorder import Recorder
 from gridnode.store import Store
+from gridnode.testing import AcceleratedClock
 from tests.meters.conftest import entry, running
 from tests.meters.test_daemon_mqtt import (  # noqa: F401 - publisher is a fixture
     Node,
