@@ -39,7 +39,7 @@ from gridnode.keys import load_configured_keypairs
 from gridnode.log import get_logger
 from gridnode.meters.service import MetersSubsystem
 from gridnode.outbox.pipeline import Pipeline
-from gridnode.store import Store, StoreReadOnly
+from gridnode.store import Store, StoreReadOnly, operations
 from gridnode.systemd import Notifier
 
 log = get_logger(__name__)
@@ -358,11 +358,10 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
 async def _status_line(store: Store) -> str:
     """``running; operations pending=3 finalized=120`` for systemd's STATUS."""
     try:
-        rows = await store.fetchall(
-            "SELECT status, count(*) FROM operations GROUP BY status ORDER BY status")
+        counts = await operations.status_counts(store)
     except Exception as exc:        # a status line is not worth stopping the watchdog for
         return f"running; operations unknown ({exc})"
-    return "running; operations " + (" ".join(f"{r[0]}={r[1]}" for r in rows) or "none")
+    return "running; operations " + (" ".join(f"{k}={n}" for k, n in counts.items()) or "none")
 
 
 async def _started(subsystems: Sequence[Subsystem], tasks: Sequence[asyncio.Task[None]]) -> bool:

@@ -18,9 +18,9 @@ from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
 from gridnode.meters.payloads import FORMATS, PayloadFormat, generic_format
 from gridnode.meters.profiles import Profile, ProfileError, load_profiles
 from gridnode.meters.recorder import MeterEntry, Recorder
-from gridnode.meters.signatures import parse_public_key
 from gridnode.meters.validation import Limits
 from gridnode.store import Store
+from gridnode.types import parse_pubkey
 
 
 def _generic(fields: GenericFields, topic: str) -> PayloadFormat:
@@ -75,7 +75,7 @@ class MetersSubsystem:
             return Limits(
                 rated_power_w=m.rated_power_w, margin=mc.plausibility_margin,
                 max_future_s=mc.max_future_s, max_age_s=mc.max_age_s,
-                public_key=parse_public_key(m.public_key) if m.public_key else None)
+                public_key=parse_pubkey(m.public_key) if m.public_key else None)
 
         def health(meter_id: str, source: str) -> MeterHealth:
             return MeterHealth(meter_id, source, mc.stale_after_s)

@@ -31,7 +31,7 @@ BUSY_TIMEOUT_MS = 10_000
 # An I/O error while the filesystem has less than this left is the disk being full: SQLite
 # reports ENOSPC on its shared-memory file, and on some filesystems at fsync, as SQLITE_IOERR.
 FULL_MARGIN_BYTES = 1 << 20
-# Entity name (as in transitions.TRANSITIONS) -> (table, column set when entering a status).
+# Entity name (as in transitions.TRANSITIONS) -> the table that holds its rows.
 _ENTITY_TABLES: dict[str, str] = {
     "operation": "operations",
     "settlement": "settlements",
