@@ -112,9 +112,10 @@ def _operation(r: Route, keys: dict[Any, Any]) -> dict[str, Any]:
         responses["101"] = {"description": "Switching Protocols: events as EventMessage JSON"}
     else:
         schema = (keys[(r.response, "serialization")] if r.response is not None
-                  else {"type": "object"})
+                  else {"type": "object"} if r.media_type == "application/json"
+                  else {"type": "string"})
         responses[str(r.ok)] = {"description": r.summary, "content": {
-            "application/json": {"schema": schema}}}
+            r.media_type: {"schema": schema}}}
     problem = {CONTENT_TYPE: {"schema": {"$ref": REF.format(model="ProblemDoc")}}}
     for code in sorted({*r.errors, 405, 500}):
         responses[str(code)] = {"description": _REASONS.get(code, "Error"), "content": problem}

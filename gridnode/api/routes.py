@@ -3,7 +3,8 @@ generated from them (so a route cannot be served without being documented)."""
 
 from __future__ import annotations
 
-from gridnode.api import node, openapi, transactions, ws
+from gridnode.api import metrics, node, openapi, transactions, ws
+from gridnode.api.auth import Role
 from gridnode.api.models import (
     BatchCreate,
     BatchCreated,
@@ -32,11 +33,15 @@ OP = "{id:[0-9]{1,18}}"
 TX = "/api/v1/transactions"
 # Errors every authenticated route may answer.
 AUTH = (401, 403, 429, 503)
+# Node-wide figures: not for a user token, which sees only its own operations and meters.
+NODE_WIDE = frozenset({Role.OPERATOR, Role.MONITOR})
 
 ROUTES: list[Route] = [
     Route("GET", "/health", node.health, "Check liveness", None, response=Health),
     Route("GET", "/ready", node.ready, "Check readiness", None, response=Ready, errors=(503,)),
     Route("GET", "/api/v1/openapi.json", openapi.document, "Get this OpenAPI document", None),
+    Route("GET", "/metrics", metrics.metrics, "Get Prometheus metrics", NODE_WIDE,
+          errors=AUTH, media_type="text/plain"),
     Route("POST", f"{TX}/create", transactions.create, "Create a transaction", WRITE, ok=201,
           body=CreateTransaction, response=CreatedTransaction, writes=True,
           errors=(*AUTH, 400, 409, 413, 415, 422)),

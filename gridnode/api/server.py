@@ -67,6 +67,7 @@ class Route:
     errors: tuple[int, ...] = ()
     websocket: bool = False
     description: str = ""
+    media_type: str = "application/json"    # of the success answer
 
 
 READ = frozenset(Role)
@@ -88,6 +89,8 @@ class ApiContext:
     problems: Counter[str] = field(default_factory=Counter)   # answered problems by code
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
     hub: Any = None                         # gridnode.api.ws.EventHub
+    metrics: Any = None                     # gridnode.api.metrics.Metrics
+    alerts: Any = None                      # gridnode.api.alerts.AlertEvaluator
 
     @property
     def db(self) -> ReadOnlyStore:
@@ -389,6 +392,7 @@ class ApiServer:
                     subsystems: Sequence[Any]) -> ApiServer:
         """Built with the configuration's secret (ConfigError names a bad secret file); binds
         nothing until `run`."""
+        from gridnode.api.metrics import Metrics
         from gridnode.api.routes import ROUTES
         from gridnode.api.ws import EventHub
 
@@ -396,6 +400,7 @@ class ApiServer:
         ctx = ApiContext(config, store, _load_secret(api, config.source), subsystems,
                          RateLimiter(api.rate_per_s, api.rate_burst))
         ctx.hub = EventHub(ctx)
+        ctx.metrics = Metrics(ctx)
         return cls(ctx, ROUTES)
 
     def progress(self) -> float:
@@ -417,6 +422,7 @@ class ApiServer:
             self.port = _bound_port(runner, api.port)
             log.info("api listening", url=f"http://{_host(str(api.bind))}:{self.port}",
                      tokens=self.ctx.secret.source if self.ctx.secret else "none (no secret)")
+            self.ctx.metrics.attach()
             self.started.set()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.ctx.hub.run())
@@ -425,6 +431,7 @@ class ApiServer:
             await asyncio.shield(self._cleanup(runner))
 
     async def _cleanup(self, runner: web.AppRunner) -> None:
+        self.ctx.metrics.detach()
         try:
             async with asyncio.timeout(SHUTDOWN_S + 1):
                 await runner.cleanup()

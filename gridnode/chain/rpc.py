@@ -174,6 +174,7 @@ class RpcPool:
         self.max_slot_lag = max_slot_lag
         self.unhealthy_after = unhealthy_after
         self._ids = itertools.count(1)
+        self.observe: Callable[[str, float], None] | None = None   # (url, seconds) per request
 
     async def close(self) -> None:
         for ep in self.endpoints:
@@ -198,7 +199,7 @@ class RpcPool:
         for round_no in range(self.rounds):
             for ep in self.ordered()[: self.switches + 1]:
                 try:
-                    result = await fn(ep)
+                    result = await self._timed(ep, fn(ep))
                 except RpcRejected as exc:
                     if exc.code in _BEHIND_CODES:
                         self._failed(ep, exc)
@@ -243,7 +244,7 @@ class RpcPool:
         """Run one request on `ep` and account for it: a rejection is a healthy answer; a
         transport failure counts against the endpoint and is raised as RpcUnavailable."""
         try:
-            result = await fn()
+            result = await self._timed(ep, fn())
         except RpcRejected:
             ep.record_ok()
             raise
@@ -254,6 +255,17 @@ class RpcPool:
             raise RpcUnavailable(f"{what} on {ep.url}: {describe_error(exc)}") from exc
         ep.record_ok()
         return result
+
+    async def _timed(self, ep: RpcEndpoint, request: Awaitable[T]) -> T:
+        """Await one request; its duration, answered or not, goes to `observe` (the API's
+        latency histogram) when one is set."""
+        if self.observe is None:
+            return await request
+        started = time.monotonic()
+        try:
+            return await request
+        finally:
+            self.observe(ep.url, time.monotonic() - started)
 
     # -- typed helpers ---------------------------------------------------------------------
     async def latest_blockhash(self) -> BlockhashInfo:

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +257,7 @@ class Store(_Reads):
         self._holder: asyncio.Task[Any] | None = None    # the task inside write(), if any
         self._closed = False
         self.last_commit_monotonic = 0.0    # for liveness checks
+        self.on_commit: Callable[[float], None] | None = None   # seconds each COMMIT took
 
     @classmethod
     async def open(cls, path: str | Path, *,
@@ -310,7 +311,10 @@ class Store(_Reads):
                 # for another process's lock must still roll back once BEGIN has gone through.
                 await uninterruptible(self._run("BEGIN IMMEDIATE"))
                 yield WriteTx(self._writer)
+                committing = time.monotonic()
                 await uninterruptible(self._run("COMMIT"))
+                if self.on_commit is not None:
+                    self.on_commit(time.monotonic() - committing)
             except BaseException as exc:
                 if self._writer.in_transaction:
                     await uninterruptible(self._rollback())

@@ -207,3 +207,92 @@ async def intervals(db: _Reads, meter_id: str, from_s: int, to_s: int,
         "ORDER BY interval_start LIMIT ?", (meter_id, from_s, to_s, limit))
     return [IntervalView(int(r[0]), int(r[1]), int(r[2]), int(r[3]), bool(r[4]), int(r[5]))
             for r in rows]
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Durations:
+    """A histogram of operation durations: cumulative counts per upper bound (seconds)."""
+
+    cumulative: list[tuple[float, int]]
+    count: int
+    sum_s: float
+
+
+# the spans a duration histogram may be taken over: (from, to) timestamp columns of `operations`
+SPANS: Mapping[str, tuple[str, str]] = {
+    "confirmation": ("submitted_at_ms", "confirmed_at_ms"),
+    "submission": ("created_at_ms", "submitted_at_ms"),
+}
+
+
+async def durations(db: _Reads, span: str, bounds: Collection[float]) -> Durations:
+    """Every operation's `span` (see SPANS) as a histogram with `bounds`, in one pass."""
+    start, end = SPANS[span]
+    cases = "".join(f", coalesce(sum(d <= {int(b * 1000)}), 0)" for b in bounds)
+    row = await db.fetchone(
+        f"SELECT count(*), coalesce(sum(d), 0){cases} FROM (SELECT {end} - {start} AS d "
+        f"FROM operations WHERE {start} IS NOT NULL AND {end} IS NOT NULL)")
+    assert row is not None
+    values = list(row)
+    return Durations([(b, int(n)) for b, n in zip(bounds, values[2:], strict=True)],
+                     int(values[0]), float(values[1]) / 1000.0)
+
+
+async def status_entries(db: _Reads) -> dict[tuple[str, str], int]:
+    """How many times operations of each tx type entered each status, from the audit log (it
+    only grows, so these are counters)."""
+    rows = await db.fetchall(
+        "SELECT o.tx_type, a.new_status, count(*) FROM audit_log a JOIN operations o "
+        "ON o.id = a.entity_id WHERE a.entity = 'operation' GROUP BY 1, 2")
+    return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+
+async def status_counts(db: _Reads) -> dict[str, int]:
+    """Operations in each status now (the outbox's depth)."""
+    rows = await db.fetchall("SELECT status, count(*) FROM operations GROUP BY status")
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def outcomes(db: _Reads) -> dict[tuple[str, str], int]:
+    """Operations that ended, by final status and by the chain's error of their latest failed
+    transaction ("none" when none failed on chain)."""
+    rows = await db.fetchall(
+        "SELECT o.status, (SELECT a.err FROM tx_attempts a JOIN tx_attempt_operations t "
+        "ON t.signature = a.signature WHERE t.operation_id = o.id AND a.err IS NOT NULL "
+        "ORDER BY a.created_at_ms DESC LIMIT 1), count(*) FROM operations o "
+        "WHERE o.status IN ('finalized', 'failed', 'expired', 'parked') GROUP BY 1, 2")
+    out: dict[tuple[str, str], int] = {}
+    for status, err, n in rows:
+        key = (str(status), error_kind(err))
+        out[key] = out.get(key, 0) + int(n)
+    return out
+
+
+def error_kind(err: str | None) -> str:
+    """A transaction error's name, without what varies per transaction: `InstructionError`
+    keeps the instruction's error (a program's custom code included), not its index."""
+    if err is None:
+        return "none"
+    try:
+        value: Any = json.loads(err)
+    except ValueError:
+        return "unparsed"
+    if isinstance(value, dict) and value:
+        name, inner = next(iter(value.items()))
+        if name == "InstructionError" and isinstance(inner, list) and len(inner) == 2:
+            detail = inner[1]
+            if isinstance(detail, dict) and detail:
+                k, v = next(iter(detail.items()))
+                return f"{name}.{k}.{v}"[:64]
+            return f"{name}.{detail}"[:64]
+        return str(name)[:64]
+    return str(value)[:64]
+
+
+async def settlement_queue(db: _Reads) -> int:
+    """Settlements not yet in a final state (0 while nothing settles)."""
+    row = await db.fetchone(
+        "SELECT count(*) FROM settlements WHERE status NOT IN ('settled', 'failed')")
+    return int(row[0]) if row is not None else 0
