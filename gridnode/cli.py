@@ -34,6 +34,7 @@ from gridnode.config import (
 )
 from gridnode.keys import KeyFileError, generate_keypair_file, load_configured_keypairs
 from gridnode.store import MigrationError, Store, StoreError, migrate, operations, transitions
+from gridnode.store import alerts as stored_alerts
 from gridnode.store import meters as meter_reads
 
 T = typing.TypeVar("T")
@@ -199,6 +200,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 if m.last_error:
                     line += f" last error: {m.last_error}"
             _out(line)
+        raised = [a for a in await stored_alerts.all_alerts(store) if a.raised]
+        _out("alerts:" + ("" if raised else " none raised"))
+        for a in raised:
+            _out(f"  {a.name} since {_iso(a.changed_at_ms)}: {a.detail}")
         return EXIT_OK
 
     return asyncio.run(_with_store(path, go))

@@ -192,6 +192,8 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str]
+    alerts: list[str] = Field(default_factory=list, description="the alerts raised now (GET "
+                              "/api/v1/alerts has their details)")
 
 
 class MeterInfo(BaseModel):
@@ -305,3 +307,19 @@ class EventMessage(BaseModel):
     operation_id: int | None
     meter_id: str | None
     data: dict[str, Any]
+
+
+class AlertInfo(BaseModel):
+    name: str = Field(description="the rule: pending, confirmation_time, failure_rate, "
+                      "rpc_down, settlement_queue, meter_stale or disk_low")
+    state: str = Field(json_schema_extra={"enum": ["raised", "cleared"]})
+    value: float | None = Field(description="what was measured when it last changed")
+    threshold: float | None = Field(description="the [alerts] limit it was judged against")
+    detail: str
+    raised_at: datetime | None
+    changed_at: datetime
+
+
+class AlertList(BaseModel):
+    active: int = Field(description="how many are raised now")
+    alerts: list[AlertInfo]

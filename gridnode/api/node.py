@@ -76,10 +76,11 @@ async def ready(call: Call) -> Reply:
         else:
             reasons.append("no RPC endpoint is healthy: " + "; ".join(
                 f"{e.url}: {e.stats.last_error or 'unhealthy'}" for e in eps))
+    alerts = [a.name for a in ctx.alerts.active()] if ctx.alerts is not None else []
     if reasons:
         raise Problem(503, "not-ready", "Not ready", "; ".join(reasons), reasons=reasons,
-                      headers={"Retry-After": "5"})
-    return Reply(Ready(status="ready", checks=checks))
+                      alerts=alerts, headers={"Retry-After": "5"})
+    return Reply(Ready(status="ready", checks=checks, alerts=alerts))
 
 
 async def meters(call: Call) -> Reply:

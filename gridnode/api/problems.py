@@ -38,6 +38,8 @@ class ProblemDoc(BaseModel):
     errors: list[FieldProblem] | None = None
     error_id: str | None = Field(default=None, description="on a 500: the id of the log line")
     reasons: list[str] | None = Field(default=None, description="on /ready: why not ready")
+    alerts: list[str] | None = Field(default=None, description="on /ready: the alerts raised "
+                                     "now")
 
 
 class Problem(Exception):

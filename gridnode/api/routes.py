@@ -3,9 +3,10 @@ generated from them (so a route cannot be served without being documented)."""
 
 from __future__ import annotations
 
-from gridnode.api import metrics, node, openapi, transactions, ws
+from gridnode.api import alerts, metrics, node, openapi, transactions, ws
 from gridnode.api.auth import Role
 from gridnode.api.models import (
+    AlertList,
     BatchCreate,
     BatchCreated,
     ChainState,
@@ -68,6 +69,8 @@ ROUTES: list[Route] = [
           errors=(*AUTH, 404, 422)),
     Route("GET", "/api/v1/chain", node.chain, "Get the chain's state", READ, response=ChainState,
           errors=AUTH),
+    Route("GET", "/api/v1/alerts", alerts.list_alerts, "List alerts", NODE_WIDE,
+          response=AlertList, errors=AUTH),
     Route("GET", "/api/v1/fees/estimate", node.fee_estimate, "Estimate a transaction's fee",
           READ, query=FeeQuery, response=FeeEstimate, errors=(*AUTH, 409, 422)),
     Route("GET", "/api/v1/ws", ws.events_ws, "Stream events", READ, query=EventsQuery,

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
+from gridnode.config.alerts import AlertsConfig
 from gridnode.config.api import ApiConfig
 from gridnode.config.base import Section
 from gridnode.config.chain import ChainConfig
@@ -42,6 +43,7 @@ class GridnodeConfig(Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     upstream: UpstreamConfig | None = None    # absent: nothing is synced upstream
     api: ApiConfig = Field(default_factory=ApiConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     _source: str = PrivateAttr(default="<config>")
 

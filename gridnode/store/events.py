@@ -29,6 +29,9 @@ class EventType(StrEnum):
     OPERATION_STATUS = "operation.status"
     # interval_start, interval_end (Unix s), import_wh, export_wh, backfilled
     INTERVAL_CLOSED = "interval.closed"
+    # name, value, threshold, detail (gridnode.store.alerts)
+    ALERT_RAISED = "alert.raised"
+    ALERT_CLEARED = "alert.cleared"
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,3 +296,30 @@ async def settlement_queue(db: _Reads) -> int:
     row = await db.fetchone(
         "SELECT count(*) FROM settlements WHERE status NOT IN ('settled', 'failed')")
     return int(row[0]) if row is not None else 0
+
+
+# -- alert conditions --------------------------------------------------------------------------
+
+WAITING = ("pending", "signed", "submitted", "unknown")     # waiting for the chain
+ENDED_BADLY = ("failed", "expired", "parked")
+
+
+async def recent_confirmations(db: _Reads, since_ms: int) -> tuple[int, float | None]:
+    """How many operations were confirmed since `since_ms`, and their average submitted ->
+    confirmed time in seconds."""
+    row = await db.fetchone(
+        "SELECT count(*), avg(confirmed_at_ms - submitted_at_ms) FROM operations "
+        "WHERE confirmed_at_ms >= ? AND submitted_at_ms IS NOT NULL", (since_ms,))
+    if row is None or not row[0]:
+        return 0, None
+    return int(row[0]), float(row[1]) / 1000.0
+
+
+async def recent_endings(db: _Reads, since_ms: int) -> tuple[int, int]:
+    """Operations that ended since `since_ms`: how many, and how many of them badly."""
+    bad = _marks(len(ENDED_BADLY))
+    row = await db.fetchone(
+        f"SELECT count(*), coalesce(sum(status IN ({bad})), 0) FROM operations "
+        f"WHERE status IN ('finalized', {bad}) AND updated_at_ms >= ?",
+        (*ENDED_BADLY, *ENDED_BADLY, since_ms))
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
