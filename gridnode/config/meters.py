@@ -185,6 +185,9 @@ class MetersConfig(Section):
     max_future_s: float = Field(default=60.0, ge=0, le=86400)
     max_age_s: float = Field(default=7 * 86400.0, gt=0)
     stale_after_s: float = Field(default=300.0, gt=0)
+    # Raw readings kept per meter: every one on either side of an interval boundary, and
+    # otherwise one every raw_every_s (0: every reading). The counters make the rest derivable.
+    raw_every_s: float = Field(default=60.0, ge=0, le=86400)
     buses: list[ModbusBus] = Field(default_factory=list)
     mqtt: MqttConfig | None = None
 

@@ -81,8 +81,13 @@ class BusPoller:
         try:
             while True:
                 start = self.clock.time()
+                readings: list[Reading] = []
                 for bm in self.meters:
-                    await self.poll_meter(bm)
+                    r = await self.read_meter(bm)
+                    if r is not None:
+                        readings.append(r)
+                # one hand-over per cycle: the recorder commits the cycle in one transaction
+                self.recorder.submit_cycle(readings)
                 self.cycles += 1
                 self.progress_at = time.monotonic()
                 await self.clock.sleep(start + self.timing.poll_interval_s - self.clock.time())
@@ -91,6 +96,13 @@ class BusPoller:
 
     async def poll_meter(self, bm: BusMeter) -> Reading | None:
         """Read one meter (with retries) and hand its reading to the recorder."""
+        r = await self.read_meter(bm)
+        if r is not None:
+            self.recorder.submit(r)
+        return r
+
+    async def read_meter(self, bm: BusMeter) -> Reading | None:
+        """Read one meter (with retries); None when it gave no reading (counted and logged)."""
         t = self.timing
         for attempt in range(t.retries + 1):
             if self._last_unit is not None and bm.unit != self._last_unit and t.slave_pause_s:
@@ -142,7 +154,6 @@ class BusPoller:
             power_w=values.get("power_w"), voltage_v=values.get("voltage_v"),
             current_a=values.get("current_a"), frequency_hz=values.get("frequency_hz"),
         )
-        self.recorder.submit(r)
         return r
 
     def _failed(self, bm: BusMeter, cause: str) -> None:

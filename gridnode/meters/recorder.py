@@ -10,6 +10,16 @@ A source that must acknowledge what it hands over (MQTT) passes an `Ack`: it is 
 after the commit that stored the reading, or recorded its rejection, and False when it was not
 stored (the message must come again). Acks are told in the order things were submitted.
 
+Writing less: a bus hands over the readings of one poll cycle together, so they land in one
+transaction. A reading is kept as a raw row when it is on either side of an interval boundary
+(the counters there are the interval's evidence), after a counter reset, and otherwise once every
+`raw_every_s` per meter; the cumulative counters make the readings in between derivable. A
+reading that is not kept still passes the interval builder; its builder state is written with
+the next transaction that writes anything for that meter, at the `health_flush_s` cadence, and
+at shutdown. A reading with an ack always has its state committed before the ack, so an
+acknowledged message's effect (a delta meter's energy) is never lost. After a crash the builder
+resumes from the last written state: the next reading's counter delta covers the gap.
+
 When the storage is full the batch is kept and retried with backoff (logged once when it starts
 and once when it ends); the in-memory state stays valid because nothing after the batch is
 written before it. Past `queue_max` waiting items, new readings are refused (and their sources
@@ -55,6 +65,8 @@ class MeterEntry:
     owner: str | None = None
     validator: Validator = field(init=False)
     state: MeterState = field(init=False)
+    kept_at_ms: int | None = None       # read_at_ms of the last reading kept as a raw row
+    held: Reading | None = None         # the last accepted reading not kept (yet)
 
     def __post_init__(self) -> None:
         self.validator = Validator(self.limits)
@@ -63,14 +75,22 @@ class MeterEntry:
 
 @dataclass(slots=True)
 class _Write:
-    """A reading with the builder state it leaves and the intervals it closes, or (no reading)
-    only an ack waiting for what was queued before it; `health` also records the counters."""
+    """A reading with the builder state it leaves, the intervals it closes and the raw rows it
+    keeps (itself, and the reading before a boundary), or (no reading) only an ack waiting for
+    what was queued before it; `health` also records the counters."""
 
     reading: Reading | None
     state: dict[str, Any] | None = None
     intervals: list[ClosedInterval] = field(default_factory=list)
     ack: Ack | None = None
     health: bool = False
+    raw: list[Reading] = field(default_factory=list)
+
+    @property
+    def durable(self) -> bool:
+        """Whether this item needs a commit of its own batch (not only a later one)."""
+        return bool(self.raw or self.intervals or self.health
+                    or (self.ack is not None and self.reading is not None))
 
 
 class Recorder:
@@ -78,10 +98,13 @@ class Recorder:
 
     def __init__(
         self, store: Store, meters: list[MeterEntry], interval_s: int = 900,
-        clock: Clock | None = None, batch_max: int = 500, health_flush_s: float = 5.0,
+        clock: Clock | None = None, batch_max: int = 500, health_flush_s: float = 60.0,
         max_backfill_s: float | None = None, queue_max: int = QUEUE_MAX,
-        storage_retry_max_s: float = STORAGE_RETRY_MAX_S,
+        storage_retry_max_s: float = STORAGE_RETRY_MAX_S, raw_every_s: float = 0.0,
     ) -> None:
+        """`raw_every_s` 0 keeps every reading as a raw row; `health_flush_s` is the cadence of
+        the health counters and of builder states not yet written."""
+        self.raw_every_s = raw_every_s
         self.max_backfill_s = max_backfill_s
         self.store = store
         self.meters = {m.meter_id: m for m in meters}
@@ -93,11 +116,14 @@ class Recorder:
         self.storage_retry_max_s = storage_retry_max_s
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._retry: list[_Write] = []      # the batch a full disk refused, written first
+        self._unsaved: dict[str, dict[str, Any]] = {}   # builder states committed by no batch yet
         self._idle = asyncio.Event()
         self._idle.set()
         self._registered = False
         self.progress_at = time.monotonic()
-        self.stored_readings = 0
+        self.stored_readings = 0            # readings whose effect is recorded
+        self.raw_rows = 0                   # of which kept as raw rows
+        self.commits = 0
         self.closed_intervals = 0
         self.storage_errors = 0             # writes refused for lack of space
         self.refused = 0                    # readings refused while too many were waiting
@@ -136,6 +162,8 @@ class Recorder:
                                         (m.meter_id,))
         m.state = MeterState(m.meter_id)
         m.validator = Validator(m.limits)
+        m.held = None
+        m.kept_at_ms = None
         if row is None:
             return
         for col in _STATE_COLUMNS:
@@ -206,14 +234,40 @@ class Recorder:
         m.health.good(r.read_at_ms)
         if verdict.dropped:   # implausible instantaneous values, stored as no data
             m.health.reject("implausible_value", "; ".join(verdict.dropped), now_ms / 1000)
+        raw = self._keep(m, r, verdict.reset)
         closed = advance(m.state, r, self.interval_s, reset=verdict.reset,
                          max_backfill_s=self.max_backfill_s)
         if verdict.reset:
             log.warning("counter reset accepted", meter_id=m.meter_id,
                         import_offset=m.state.import_offset)
         self._refusing = False
-        self._enqueue(_Write(r, m.state.row(), closed, ack))
+        self._enqueue(_Write(r, m.state.row(), closed, ack, raw=raw))
         return True
+
+    def submit_cycle(self, readings: list[Reading]) -> None:
+        """Submit the readings of one bus poll cycle together: queued without a pause between
+        them, the writer takes them into one transaction."""
+        for r in readings:
+            self.submit(r)
+
+    def _keep(self, m: MeterEntry, r: Reading, reset: bool) -> list[Reading]:
+        """The raw rows `r` keeps: itself when it is the first after an interval boundary, after
+        a reset, or `raw_every_s` after the last kept one, and the reading held from before the
+        boundary. Called before the builder advances (it reads the previous reading's time)."""
+        prev = m.state.last_read_at_ms
+        iv = self.interval_s
+        crossed = prev is None or r.read_at_ms // 1000 // iv > prev // 1000 // iv
+        out: list[Reading] = []
+        if crossed and m.held is not None:
+            out.append(m.held)
+        if (crossed or reset or self.raw_every_s <= 0 or m.kept_at_ms is None
+                or r.read_at_ms - m.kept_at_ms >= self.raw_every_s * 1000):
+            out.append(r)
+            m.kept_at_ms = r.read_at_ms
+            m.held = None
+        else:
+            m.held = r
+        return out
 
     def _enqueue(self, w: _Write) -> None:
         self._idle.clear()
@@ -261,7 +315,7 @@ class Recorder:
                     self._idle.set()
         except asyncio.CancelledError:
             batch, self._retry = self._retry + self._take(self._queue.qsize()), []
-            if not await uninterruptible(self._commit(batch, True)):
+            if not await uninterruptible(self._commit(batch, True, final=True)):
                 lost = [w for w in self._retry if w.reading is not None]
                 log.error("meter readings not stored at shutdown: the storage is full",
                           readings=len(lost))
@@ -285,22 +339,29 @@ class Recorder:
             out.append(self._queue.get_nowait())
         return out
 
-    async def _commit(self, batch: list[_Write], health: bool) -> bool:
-        """Write `batch` (and the health counters if `health`) in one transaction, then tell the
-        acks. False when the storage is full: the batch is kept in `_retry` for the next try."""
+    async def _commit(self, batch: list[_Write], health: bool, final: bool = False) -> bool:
+        """Write `batch` (and, if `health`, the health counters and the builder states not yet
+        written) in one transaction, then tell the acks; no transaction when nothing in it needs
+        one. False when the storage is full: the batch is kept in `_retry` for the next try."""
         now = self._now_ms()
         writes = [w for w in batch if w.reading is not None]
         dirty = self._dirty_health(now) if health else []
+        states = dict(self._unsaved)
+        for w in writes:
+            assert w.reading is not None and w.state is not None
+            states[w.reading.meter_id] = w.state
+        needed = (dirty or not self._registered or any(w.durable for w in writes)
+                  or (states and (health or final)))
         closed: list[tuple[ClosedInterval, int]] = []
         try:
-            if writes or dirty or not self._registered:
+            if needed:
                 async with self.store.write() as tx:
                     if not self._registered:
                         await self._register(tx)
-                    if writes:
-                        closed = await self._write(tx, writes, now)
+                    closed = await self._write(tx, writes, states, now)
                     if dirty:
                         await self._write_health(tx, dirty, now)
+                self.commits += 1
         except StorageFull as e:
             self._storage_full(e, len(writes))
             self._retry = batch
@@ -309,6 +370,10 @@ class Recorder:
             await self._write_failed(e, batch)
             return True
         self._registered = True
+        if needed:
+            self._unsaved = {}
+        else:
+            self._unsaved = states
         self._health_flushed(dirty, now)
         for iv, op_id in closed:
             self.closed_intervals += 1
@@ -317,6 +382,7 @@ class Recorder:
                      op_id=op_id)
         if writes:
             self.stored_readings += len(writes)
+            self.raw_rows += sum(len(w.raw) for w in writes)
             self.progress_at = time.monotonic()
         if self.storage_full.active:
             self.storage_full.cleared(readings=len(writes), refused_readings=self.refused)
@@ -342,27 +408,27 @@ class Recorder:
         for w in batch:
             _tell(w.ack, False)
         for meter_id in failed:
+            self._unsaved.pop(meter_id, None)
             await self._load(self.meters[meter_id])
 
-    async def _write(self, tx: WriteTx, batch: list[_Write],
+    async def _write(self, tx: WriteTx, batch: list[_Write], states: dict[str, dict[str, Any]],
                      now: int) -> list[tuple[ClosedInterval, int]]:
-        """The readings, the intervals they close with their operations, and the new states."""
-        states: dict[str, dict[str, Any]] = {}
+        """The raw rows, the intervals they close with their operations, and the new states."""
         closed: list[tuple[ClosedInterval, int]] = []
-        await tx.executemany(
-            "INSERT INTO readings (meter_id, read_at_ms, received_at_ms, import_wh, "
-            "export_wh, power_w, voltage_v, current_a, frequency_hz) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(r.meter_id, r.read_at_ms, r.received_at_ms, r.import_wh, r.export_wh, r.power_w,
-              r.voltage_v, r.current_a, r.frequency_hz)
-             for r in (w.reading for w in batch) if r is not None])
+        rows = [(r.meter_id, r.read_at_ms, r.received_at_ms, r.import_wh, r.export_wh, r.power_w,
+                 r.voltage_v, r.current_a, r.frequency_hz) for w in batch for r in w.raw]
+        if rows:
+            await tx.executemany(
+                "INSERT INTO readings (meter_id, read_at_ms, received_at_ms, import_wh, "
+                "export_wh, power_w, voltage_v, current_a, frequency_hz) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
         for w in batch:
-            if w.reading is not None and w.state is not None:
-                states[w.reading.meter_id] = w.state
             for iv in w.intervals:
                 op_id = await self._write_interval(tx, iv, now)
                 if op_id is not None:
                     closed.append((iv, op_id))
+        if not states:
+            return closed
         cols = ", ".join(_STATE_COLUMNS)
         marks = ", ".join("?" for _ in _STATE_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS[1:])

@@ -128,7 +128,8 @@ class MetersSubsystem:
             raise ConfigError(issues)
 
         recorder = Recorder(store, entries, interval_s=cfg.intervals.minutes * 60, clock=clock,
-                            max_backfill_s=cfg.intervals.max_backfill_hours * 3600)
+                            max_backfill_s=cfg.intervals.max_backfill_hours * 3600,
+                            raw_every_s=mc.raw_every_s)
         buses = [BusPoller(name, ModbusLink(link), bms, recorder, timing, clock)
                  for name, link, timing, bms in bus_specs if bms]
         ingest = MqttIngest(settings, mqtt_meters, recorder) if settings and mqtt_meters else None

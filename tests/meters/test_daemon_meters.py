@@ -19,7 +19,9 @@ def test_gridnode_run_reads_the_simulator_and_stops_on_sigterm(tmp_path) -> None
         tmp_path / "gridnode.toml", node={"id": "daemon-test", "data_dir": str(tmp_path)},
         meters={"buses": [tcp_bus(port, modbus_meter("main", 1, "sdm630", 30000),
                                   modbus_meter("sub", 2, "em24", 30000),
-                                  poll_interval_s=0.2, timeout_s=0.5)]})
+                                  poll_interval_s=0.2, timeout_s=0.5)],
+                # every reading a raw row, so the stored rows can be checked against the health
+                "raw_every_s": 0})
     sim = subprocess.Popen([sys.executable, "-m", "simulators.meters", "tcp", "--port", str(port),
                             "--profile", "sdm630", "--profile", "em24", "--run-for", "30"],
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)

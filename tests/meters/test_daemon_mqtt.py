@@ -124,6 +124,9 @@ def _mqtt_config(tmp_path: Path, host: str, port: int, client_id: str, meter: st
 id = "mqtt-daemon-test"
 data_dir = "{tmp_path / 'state'}"
 
+[meters]
+raw_every_s = 0     # a raw row per message: the tests count acknowledged messages by rows
+
 [meters.mqtt]
 host = "{host}"
 port = {port}
