@@ -287,6 +287,8 @@ class Daemon:
         stall = self.config.node.stall_timeout_s
         loop = asyncio.get_running_loop()
         shown, warned_at = "", -WARN_EVERY_S
+        summary_every = self.config.logging.summary_every_s
+        summarized = loop.time()
         while True:
             problems = await self._health(store, subsystems, stall, limit_s=interval)
             if problems:
@@ -305,6 +307,9 @@ class Daemon:
             if status != shown:      # systemctl status shows the latest
                 self.notifier.status(status)
                 shown = status
+            if summary_every and loop.time() - summarized >= summary_every:
+                summarized = loop.time()
+                await _summary(store, subsystems, self.healthy)
             started = loop.time()
             await asyncio.sleep(interval)
             self._lag_s = loop.time() - started - interval
@@ -362,6 +367,25 @@ async def _status_line(store: Store) -> str:
     except Exception as exc:        # a status line is not worth stopping the watchdog for
         return f"running; operations unknown ({exc})"
     return "running; operations " + (" ".join(f"{k}={n}" for k, n in counts.items()) or "none")
+
+
+async def _summary(store: Store, subsystems: Sequence[Subsystem], healthy: bool) -> None:
+    """The periodic one-line summary at info: totals since start and what the chain looks like."""
+    fields: dict[str, object] = {"healthy": healthy}
+    for s in subsystems:
+        if isinstance(s, MetersSubsystem):
+            fields.update(readings=s.recorder.stored_readings,
+                          intervals=s.recorder.closed_intervals,
+                          storage_full=s.recorder.storage_full.active)
+        elif isinstance(s, Pipeline):
+            fields["rpc_healthy"] = sum(e.stats.healthy for e in s.pool.endpoints)
+            fields["rpc_endpoints"] = len(s.pool.endpoints)
+            fields["block_height"] = s.inflight.block_height
+    try:
+        fields.update(("ops_" + k, n) for k, n in (await operations.status_counts(store)).items())
+    except Exception as exc:        # a summary is not worth stopping the watchdog for
+        fields["operations"] = f"unknown ({exc})"
+    log.info("summary", **fields)
 
 
 async def _started(subsystems: Sequence[Subsystem], tasks: Sequence[asyncio.Task[None]]) -> bool:

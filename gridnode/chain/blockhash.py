@@ -3,7 +3,9 @@
 Building a transaction never waits for getLatestBlockhash unless the cached one is older than
 `max_age_s`; the same commitment (the pool's) is used to fetch blockhashes and to read the block
 height that decides expiry, so a blockhash is never judged by a different view of the chain.
-A refresh that fails (no endpoint answered, or one refused the request) is logged as a state:
+The background refresh runs only while `wanted()` says something is to be signed or in flight;
+with nothing to do the node asks for no blockhash, and a signer that finds the cached one too old
+fetches it on demand (`get`). A refresh that fails (no endpoint answered, or one refused the request) is logged as a state:
 when failures begin, while they last, and when a refresh succeeds again.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from gridnode.chain.rpc import BlockhashInfo, RpcPool, RpcRejected, RpcUnavailable
 from gridnode.log import Episode, get_logger
@@ -19,8 +22,11 @@ log = get_logger(__name__)
 
 
 class BlockhashCache:
-    def __init__(self, pool: RpcPool, *, refresh_s: float = 2.0, max_age_s: float = 10.0) -> None:
+    def __init__(self, pool: RpcPool, *, refresh_s: float = 2.0, max_age_s: float = 10.0,
+                 wanted: Callable[[], bool] | None = None) -> None:
         self.pool = pool
+        self.wanted = wanted        # None: always refresh
+        self.refreshes = 0          # background fetches made
         self.refresh_s = refresh_s
         self.max_age_s = max_age_s
         self._current: BlockhashInfo | None = None
@@ -54,10 +60,12 @@ class BlockhashCache:
     async def run(self) -> None:
         failing = Episode(log, "blockhash refresh failed", "blockhash refresh recovered")
         while True:
-            try:
-                await self.get(fresh=True)
-            except (RpcUnavailable, RpcRejected) as exc:
-                failing.occurred(error=str(exc)[:300])
-            else:
-                failing.cleared()
+            if self.wanted is None or self.wanted():
+                self.refreshes += 1
+                try:
+                    await self.get(fresh=True)
+                except (RpcUnavailable, RpcRejected) as exc:
+                    failing.occurred(error=str(exc)[:300])
+                else:
+                    failing.cleared()
             await asyncio.sleep(self.refresh_s)

@@ -16,3 +16,6 @@ class LoggingConfig(Section):
     format: Literal["kv", "json"] = "kv"
     # Per-logger overrides, e.g. {"gridnode.meters" = "debug"}.
     levels: dict[str, Level] = Field(default_factory=dict)
+    # One summary line at info (readings, intervals, operations, chain health) this often, in
+    # place of a line per event in steady state; 0 turns it off.
+    summary_every_s: float = Field(default=600.0, ge=0, le=86400)

@@ -375,9 +375,13 @@ class Recorder:
         else:
             self._unsaved = states
         self._health_flushed(dirty, now)
+        if closed:      # one line per batch; each interval's own line is at debug
+            log.info("intervals closed", intervals=len(closed),
+                     meters=len({iv.meter_id for iv, _ in closed}),
+                     interval_end=max(iv.interval_end for iv, _ in closed))
         for iv, op_id in closed:
             self.closed_intervals += 1
-            log.info("interval closed", meter_id=iv.meter_id, interval_end=iv.interval_end,
+            log.debug("interval closed", meter_id=iv.meter_id, interval_end=iv.interval_end,
                      import_wh=iv.import_wh, export_wh=iv.export_wh, backfilled=iv.backfilled,
                      op_id=op_id)
         if writes:

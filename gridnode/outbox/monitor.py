@@ -142,8 +142,10 @@ class Monitor:
                     continue
                 await self._decide(tx, op_id, op.status, op.tx_type, sigs, attempts, obs,
                                    failures)
-        for sig in finalize:
-            await self._finalize(attempts[sig])
+        done = [sig for sig in finalize if await self._finalize(attempts[sig])]
+        if done:    # one line per round, each transaction's own line is at debug
+            log.info("transactions finalized", transactions=len(done),
+                     ops=sum(len(attempts[s].ops) for s in done))
         self.last_progress = time.monotonic()
 
     async def _decide(self, tx: WriteTx, op_id: int, status: str, tx_type: str, sigs: list[str],
@@ -195,15 +197,16 @@ class Monitor:
         await self.recovery.resign(tx, op_id, "transaction_expired",
                                    "blockhash expired and no signature landed", details)
 
-    async def _finalize(self, a: Attempt) -> None:
-        """Decode the events of a finalized transaction and finalize its operations."""
+    async def _finalize(self, a: Attempt) -> bool:
+        """Decode the events of a finalized transaction and finalize its operations; False when
+        the transaction could not be read (the next round tries again)."""
         try:
             txn = await self.pool.transaction(a.signature, "finalized")
         except (RpcUnavailable, RpcRejected) as exc:
             log.warning("getTransaction failed", signature=a.signature, error=str(exc)[:200])
-            return
+            return False
         if txn is None:
-            return
+            return False
         meta = txn.get("meta") or {}
         logs = meta.get("logMessages") or []
         programs = program_ids_of(a.serialized)
@@ -221,4 +224,5 @@ class Monitor:
                                       details={"signature": a.signature, "slot": txn.get("slot"),
                                                "events": len(rows)})
         self.inflight.discard(a.signature)
-        log.info("transaction finalized", signature=a.signature, ops=len(a.ops), events=len(rows))
+        log.debug("transaction finalized", signature=a.signature, ops=len(a.ops), events=len(rows))
+        return True

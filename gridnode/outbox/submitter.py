@@ -88,6 +88,13 @@ class Submitter:
         self.wake = asyncio.Event()
         self.last_progress = time.monotonic()
         self.idls_by_program = {str(p.program_id): p for p in builder.idls.values()}
+        self._due_seen = False
+        # the blockhash is kept fresh only while there is something to sign or to follow
+        blockhashes.wanted = self.busy
+
+    def busy(self) -> bool:
+        """Whether the last round found operations to sign, or signatures are in flight."""
+        return self._due_seen or bool(self.inflight.signatures())
 
     # -- loops -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -102,6 +109,7 @@ class Submitter:
     async def submit_once(self) -> int:
         """One round; returns the number of operations signed."""
         due = await operations.due(self.store, PICK_LIMIT)
+        self._due_seen = bool(due)
         if not due:
             return 0
         prepared, refused = await self.builder.prepare_many(due)
@@ -110,8 +118,9 @@ class Submitter:
         signed = 0
         for batch in pack(prepared, self.builder.signers.fee_payer, self.outbox.batch_size):
             signed += await self._submit_batch(batch)
-        if signed:
+        if signed:    # one line per round, each transaction's own line is at debug
             self.last_progress = time.monotonic()
+            log.info("operations signed", ops=signed)
         return signed
 
     async def _reject(self, op_id: int, exc: OperationInvalid) -> None:
@@ -201,7 +210,7 @@ class Submitter:
                 (op.op_id, first) for op, (first, _) in zip(batch.ops, batch.ix_ranges(),
                                                             strict=True)])
         self.inflight.add(sig)   # subscribe to it right away
-        log.info("transaction signed", signature=sig, ops=len(batch.ops), cu_limit=cu,
+        log.debug("transaction signed", signature=sig, ops=len(batch.ops), cu_limit=cu,
                  cu_price=price, last_valid_block_height=lvbh)
 
     # -- sending -----------------------------------------------------------------------------

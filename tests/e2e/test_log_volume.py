@@ -125,12 +125,10 @@ async def test_chain_outage_is_a_state_not_a_line_per_round(
     assert lasted - 2 <= poll[-1]["duration_s"] <= lasted + 2
     assert poll[-1]["occurrences"] >= 50                  # rounds that failed, in one line
 
+    # Nothing to sign and nothing in flight: no blockhash is asked for, so none fails either
+    # (the failure's cause in the refresh line: tests/chain/test_rpc_logging.py).
     refresh = [x for x in lines if x["event"].startswith("blockhash refresh")]
-    # A refresh fails only every ~2 s (the pool's own retries), so it is summarized once or twice.
-    states = [x.get("state") for x in refresh]
-    assert states[0] == "began" and states[-1] == "ended" and \
-        set(states[1:-1]) == {"ongoing"} and len(states) in (3, 4), text
-    assert "503 Service Unavailable" in refresh[0]["error"]
+    assert refresh == [], text
     assert "SolanaRpcException()" not in text
 
     health = [x for x in lines if x["event"] == "rpc endpoint health changed"]

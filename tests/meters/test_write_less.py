@@ -5,6 +5,7 @@ reading's effect committed before its ack whatever is kept as a raw row."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -151,3 +152,22 @@ async def test_states_and_health_wait_for_the_cadence_and_the_shutdown(store: St
     assert [r[0] for r in states] == [1029.0, 1029.0]
     accepted = await store.fetchall("SELECT accepted FROM meter_health")
     assert [r[0] for r in accepted] == [30, 30]
+
+
+async def test_one_info_line_per_batch_of_closed_intervals(
+        store: Store, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG, logger="gridnode.meters")
+    clock = ManualClock(B0 - 20)
+    meters = [f"m{i}" for i in range(1, 6)]
+    rec = Recorder(store, [entry(m) for m in meters], interval_s=L, clock=clock,
+                   health_flush_s=3600, raw_every_s=60)
+    async with running(rec):
+        for t in (B0 - 20, B0 - 10, B0 + 10, B0 + L - 10, B0 + L + 10):
+            clock.advance(t - clock.time())
+            rec.submit_cycle([_reading(t, 1000 + (t - B0 + 20) * 0.5, m) for m in meters])
+            await drain(rec)
+    info = [r for r in caplog.records if r.getMessage() == "intervals closed"]
+    each = [r for r in caplog.records if r.getMessage() == "interval closed"]
+    assert len(info) == 1 and info[0].levelno == logging.INFO
+    assert getattr(info[0], "gridnode_fields", {})["intervals"] == 5
+    assert len(each) == 5 and {r.levelno for r in each} == {logging.DEBUG}
