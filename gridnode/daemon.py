@@ -20,6 +20,7 @@ made progress within ``node.stall_timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import fcntl
 import logging
 import os
@@ -28,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 from solders.keypair import Keypair
 
@@ -39,8 +40,11 @@ from gridnode.keys import load_configured_keypairs
 from gridnode.log import get_logger
 from gridnode.meters.service import MetersSubsystem
 from gridnode.outbox.pipeline import Pipeline
-from gridnode.store import Store, StoreReadOnly, operations
+from gridnode.store import Store, StoreError, StoreReadOnly, operations, retention
 from gridnode.systemd import Notifier
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 log = get_logger(__name__)
 
@@ -48,6 +52,7 @@ SHUTDOWN_GRACE_S = 10.0     # to finish in-flight work after the stop (TimeoutSt
 SHUTDOWN_HARD_S = 5.0       # after the second cancellation, before exiting without them
 STORE_CLOSE_S = 2.0         # closing the store when a subsystem was left behind
 HEALTH_INTERVAL_S = 30.0     # without a systemd watchdog, how often health is checked
+RETENTION_FIRST_RUN_S = 60.0  # the first purge, after the start's own work
 WARN_EVERY_S = 600.0         # repeat an unhealthy warning at most this often (SD-card wear)
 
 
@@ -245,10 +250,13 @@ class Daemon:
                      database=str(self.config.node.database), subsystems=names)
             self.notifier.ready(f"running: subsystems {names}")
         stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
+        scheduler = _scheduler(self.config, store)
+        scheduler.start()
         try:
             await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
+            scheduler.shutdown(wait=False)
             # a subsystem only ends by failing (it runs until cancelled)
             crashed = any(t.done() for t in tasks)
             self.notifier.stopping("a subsystem failed" if crashed else "stopping")
@@ -367,6 +375,35 @@ async def _status_line(store: Store) -> str:
     except Exception as exc:        # a status line is not worth stopping the watchdog for
         return f"running; operations unknown ({exc})"
     return "running; operations " + (" ".join(f"{k}={n}" for k, n in counts.items()) or "none")
+
+
+def _scheduler(config: GridnodeConfig, store: Store) -> AsyncIOScheduler:
+    """The daemon's one scheduler of periodic jobs (interval-scheduled, a late run still runs,
+    missed runs coalesce into one, never two at once)."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+
+    if "apscheduler" not in config.logging.levels:     # its per-run lines are not news
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    sched = AsyncIOScheduler(timezone=datetime.UTC, job_defaults={
+        "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+    rc = config.retention
+    if rc.raw_days > 0:
+        async def purge() -> None:
+            cutoff = int((time.time() - rc.raw_days * 86400) * 1000)
+            try:
+                done = await retention.purge_raw(store, cutoff, rc.batch)
+            except StoreError as exc:        # a full disk, say: the next run tries again
+                log.warning("retention purge failed", error=str(exc))
+                return
+            if done.deleted:
+                log.info("raw readings purged", deleted=done.deleted, batches=done.batches,
+                         freed_pages=done.freed_pages, raw_days=rc.raw_days)
+
+        first = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            seconds=min(RETENTION_FIRST_RUN_S, rc.every_s))
+        sched.add_job(purge, "interval", seconds=rc.every_s, id="retention-raw",
+                      next_run_time=first, replace_existing=True)
+    return sched
 
 
 async def _summary(store: Store, subsystems: Sequence[Subsystem], healthy: bool) -> None:

@@ -27,6 +27,7 @@ from gridnode.config.logging import LoggingConfig
 from gridnode.config.meters import MetersConfig, MqttMeter
 from gridnode.config.node import NodeConfig
 from gridnode.config.outbox import OutboxConfig
+from gridnode.config.retention import RetentionConfig
 from gridnode.config.upstream import UpstreamConfig
 from gridnode.meters.payloads import FORMATS
 
@@ -44,6 +45,7 @@ class GridnodeConfig(Section):
     upstream: UpstreamConfig | None = None    # absent: nothing is synced upstream
     api: ApiConfig = Field(default_factory=ApiConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     _source: str = PrivateAttr(default="<config>")
 

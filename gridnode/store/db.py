@@ -10,6 +10,7 @@ and a separate read-only connection lets queries (API, CLI, monitors) run beside
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -31,6 +32,7 @@ BUSY_TIMEOUT_MS = 10_000
 # An I/O error while the filesystem has less than this left is the disk being full: SQLite
 # reports ENOSPC on its shared-memory file, and on some filesystems at fsync, as SQLITE_IOERR.
 FULL_MARGIN_BYTES = 1 << 20
+VACUUM_AT_OPEN_MAX_BYTES = 256 << 20
 # Entity name (as in transitions.TRANSITIONS) -> the table that holds its rows.
 _ENTITY_TABLES: dict[str, str] = {
     "operation": "operations",
@@ -326,6 +328,24 @@ class Store(_Reads):
                 self._holder = None
             self.last_commit_monotonic = time.monotonic()
 
+    async def incremental_vacuum(self, max_pages: int) -> None:
+        """Give up to `max_pages` free pages back to the filesystem, under the writer's lock.
+
+        Outside BEGIN: the pragma frees one page per step and the sqlite3 module steps a
+        statement without result columns only once, so it runs as a script (stepped to its end,
+        atomic on its own).
+        """
+        async with self._lock:
+            self._check_open()
+            try:
+                await uninterruptible(self._writer.executescript(
+                    f"PRAGMA incremental_vacuum({int(max_pages)});"))
+            except sqlite3.Error as exc:
+                typed = storage_error(exc, self.path)
+                if typed is not None:
+                    raise typed from exc
+                raise
+
     async def _run(self, sql: str) -> None:
         async with self._writer.execute(sql):
             pass
@@ -400,6 +420,7 @@ def _prepare(path: Path, migrations_dir: Path) -> list[migrate.Migration]:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        _incremental_auto_vacuum(conn, path)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: cannot switch to WAL mode (got {mode})")
@@ -408,3 +429,23 @@ def _prepare(path: Path, migrations_dir: Path) -> list[migrate.Migration]:
         return migrate.apply(conn, migrate.discover(migrations_dir))
     finally:
         conn.close()
+
+
+def _incremental_auto_vacuum(conn: sqlite3.Connection, path: Path) -> None:
+    """auto_vacuum = INCREMENTAL, so that `PRAGMA incremental_vacuum` after a retention purge
+    gives the freed pages back to the filesystem.
+
+    A new database takes it before its first table. An existing one takes it only through a full
+    VACUUM, which rewrites the file and needs as much free space again: it is done once at open
+    for a database of at most VACUUM_AT_OPEN_MAX_BYTES; a larger one keeps auto_vacuum = NONE
+    (freed pages are reused, the file does not shrink) until `VACUUM` is run by hand while the
+    node is stopped. A VACUUM that fails (a full disk) leaves the database as it was.
+    """
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    if not conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        return                  # new: applies to the tables about to be created
+    if path.stat().st_size <= VACUUM_AT_OPEN_MAX_BYTES:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("VACUUM")

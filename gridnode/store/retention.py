@@ -1,0 +1,73 @@
+"""Retention: which raw readings may go, deleted in small batches, and the file shrunk after.
+
+A raw reading may be deleted when every rule in RAW_RULES holds for it. Each rule is an SQL
+condition on the reading ``r`` (a row of readings), with named parameters; the deliveries work
+adds "and delivered upstream" as one more entry, without touching the purge itself. Each batch
+is its own short write transaction, so the one writer (meter readings, the outbox) never waits
+long behind a purge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gridnode.store.db import Store
+
+# The reading is older than the retention period.
+OLDER_THAN_CUTOFF = "r.read_at_ms < :cutoff_ms"
+# The interval the reading lies in is closed and its oracle reading is finalized on chain. The
+# interval is the meter's last one starting at or before the reading (one index seek each).
+_LAST_INTERVAL = ("FROM intervals i WHERE i.meter_id = r.meter_id "
+                  "AND i.interval_start <= r.read_at_ms / 1000 "
+                  "ORDER BY i.interval_start DESC LIMIT 1")
+INTERVAL_FINALIZED = (
+    f"r.read_at_ms < 1000 * (SELECT i.interval_end {_LAST_INTERVAL}) "
+    "AND EXISTS (SELECT 1 FROM operations o WHERE o.status = 'finalized' AND o.idempotency_key = "
+    f"(SELECT 'meter_reading:' || i.meter_id || ':' || i.interval_end {_LAST_INTERVAL}))")
+
+RAW_RULES: list[str] = [OLDER_THAN_CUTOFF, INTERVAL_FINALIZED]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    deleted: int
+    batches: int
+    freed_pages: int
+
+
+async def delete_raw_batch(store: Store, cutoff_ms: int, limit: int) -> int:
+    """Delete at most `limit` raw readings that every rule allows, oldest first (through the
+    time index); returns how many went."""
+    where = " AND ".join(f"({rule})" for rule in RAW_RULES)
+    async with store.write() as tx:
+        res = await tx.execute(
+            "DELETE FROM readings WHERE id IN (SELECT r.id FROM readings r "
+            f"WHERE {where} ORDER BY r.read_at_ms LIMIT :limit)",
+            {"cutoff_ms": cutoff_ms, "limit": limit})
+    return res.rowcount
+
+
+async def incremental_vacuum(store: Store, max_pages: int = 2000) -> int:
+    """Give up to `max_pages` free pages back to the filesystem; returns how many were free."""
+    row = await store.fetchone("PRAGMA freelist_count")
+    free = int(row[0]) if row is not None else 0
+    if free:
+        await store.incremental_vacuum(max_pages)
+    return free
+
+
+async def purge_raw(store: Store, cutoff_ms: int, batch: int, pause_s: float = 0.05,
+                    max_batches: int = 10_000) -> PurgeResult:
+    """Delete what the rules allow, `batch` rows per transaction with a pause between them (the
+    other writers get their turn), then shrink the file."""
+    deleted = batches = 0
+    while batches < max_batches:
+        n = await delete_raw_batch(store, cutoff_ms, batch)
+        batches += 1
+        deleted += n
+        if n < batch:
+            break
+        await asyncio.sleep(pause_s)
+    freed = await incremental_vacuum(store) if deleted else 0
+    return PurgeResult(deleted, batches, freed)
