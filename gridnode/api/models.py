@@ -323,3 +323,15 @@ class AlertInfo(BaseModel):
 class AlertList(BaseModel):
     active: int = Field(description="how many are raised now")
     alerts: list[AlertInfo]
+
+
+class Login(Request):
+    token: str = Field(min_length=1, max_length=4096, description="a token from gridnode token "
+                       "issue; kept in an HttpOnly cookie")
+
+
+class Session(BaseModel):
+    authenticated: bool = Field(description="whether the dashboard's cookie holds a valid token")
+    sub: str | None = None
+    role: str | None = None
+    expires_at: datetime | None = None

@@ -115,7 +115,7 @@ def _operation(r: Route, keys: dict[Any, Any]) -> dict[str, Any]:
                   else {"type": "object"} if r.media_type == "application/json"
                   else {"type": "string"})
         responses[str(r.ok)] = {"description": r.summary, "content": {
-            r.media_type: {"schema": schema}}}
+            r.media_type: {"schema": schema}}} if r.media_type else {"description": r.summary}
     problem = {CONTENT_TYPE: {"schema": {"$ref": REF.format(model="ProblemDoc")}}}
     for code in sorted({*r.errors, 405, 500}):
         responses[str(code)] = {"description": _REASONS.get(code, "Error"), "content": problem}

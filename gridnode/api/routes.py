@@ -3,7 +3,7 @@ generated from them (so a route cannot be served without being documented)."""
 
 from __future__ import annotations
 
-from gridnode.api import alerts, metrics, node, openapi, transactions, ws
+from gridnode.api import alerts, dashboard, metrics, node, openapi, transactions, ws
 from gridnode.api.auth import Role
 from gridnode.api.models import (
     AlertList,
@@ -19,10 +19,12 @@ from gridnode.api.models import (
     IntervalList,
     IntervalQuery,
     ListQuery,
+    Login,
     MeterList,
     Ready,
     RetryRequest,
     RetryResult,
+    Session,
     TransactionDetail,
     TransactionList,
     TransactionStats,
@@ -38,6 +40,19 @@ AUTH = (401, 403, 429, 503)
 NODE_WIDE = frozenset({Role.OPERATOR, Role.MONITOR})
 
 ROUTES: list[Route] = [
+    Route("GET", "/", dashboard.index, "Get the dashboard", None, media_type="text/html"),
+    Route("GET", "/static/dashboard.css", dashboard.stylesheet, "Get the dashboard's style",
+          None, media_type="text/css"),
+    Route("GET", "/static/dashboard.js", dashboard.script, "Get the dashboard's script", None,
+          media_type="text/javascript"),
+    Route("POST", "/api/v1/login", dashboard.login, "Log in the dashboard", None, body=Login,
+          response=Session, errors=(400, 401, 403, 413, 415, 422, 503),
+          description="Checks the token and answers with an HttpOnly cookie holding it, which "
+                      "the dashboard's requests and WebSocket then send."),
+    Route("GET", "/api/v1/session", dashboard.session, "Get the dashboard's session", None,
+          response=Session),
+    Route("POST", "/api/v1/logout", dashboard.logout, "Log out the dashboard", None, ok=204,
+          errors=(400,), media_type=""),
     Route("GET", "/health", node.health, "Check liveness", None, response=Health),
     Route("GET", "/ready", node.ready, "Check readiness", None, response=Ready, errors=(503,)),
     Route("GET", "/api/v1/openapi.json", openapi.document, "Get this OpenAPI document", None),

@@ -43,7 +43,7 @@ from gridnode.meters.health import MeterHealth, log
 from gridnode.meters.intervals import ClosedInterval, MeterState, advance
 from gridnode.meters.reading import Reading
 from gridnode.meters.validation import Limits, Validator
-from gridnode.store import StorageFull, Store, WriteTx, operations, uninterruptible
+from gridnode.store import StorageFull, Store, WriteTx, events, operations, uninterruptible
 
 _STATE_COLUMNS = [f.name for f in fields(MeterState)]
 QUEUE_MAX = 10_000              # items waiting for the writer (about 2 KiB each)
@@ -457,6 +457,8 @@ class Recorder:
                         interval_end=iv.interval_end)
             return None
         op_id, _ = await operations.add(tx, new_operation(iv.operation_payload()))
+        await events.interval_closed(tx, iv.meter_id, iv.interval_start, iv.interval_end,
+                                     iv.import_wh, iv.export_wh, iv.backfilled, now, op_id)
         return op_id
 
     # -- health ------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class ApiNode:
 
     async def __aenter__(self) -> ApiNode:
         self.task = asyncio.create_task(self.daemon.run())
-        self.session = aiohttp.ClientSession()
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # IP host
         deadline = time.monotonic() + 30
         while self.notifier.ready_at is None:
             if self.task.done():

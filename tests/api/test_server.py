@@ -222,3 +222,29 @@ def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = run_cli(capsys, "token", "issue", "--role", "operator", "--sub", "ops",
                            "-c", str(cfg))
     assert code == 2 and "api.jwt_secret_file" in err and "mode 0600" in err
+
+
+async def test_the_dashboard_login_keeps_the_token_in_an_httponly_cookie(tmp_path: Path) -> None:
+    async with ApiNode(tmp_path) as node:
+        page = await node.call("GET", "/")
+        assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+        assert "http" not in page.text.replace('"http-equiv', "")    # nothing from elsewhere
+        js = await node.call("GET", "/static/dashboard.js")
+        assert js.headers["Content-Type"].startswith("text/javascript") and "WebSocket" in js.text
+        assert (await node.call("GET", "/api/v1/session")).json == {
+            "authenticated": False, "sub": None, "role": None, "expires_at": None}
+        problem(await node.call("POST", "/api/v1/login", body={"token": "not-a-jwt"}), 401)
+        problem(await node.call("POST", "/api/v1/login", body={"token": node.token()},
+                                headers={"Origin": "http://evil.example"}), 403)
+        assert node.session is not None
+        assert not node.session.cookie_jar.filter_cookies(node.url).get(COOKIE)
+        login = await node.call("POST", "/api/v1/login", body={"token": node.token("monitor")})
+        assert login.status == 200 and login.json["role"] == "monitor"
+        cookie = login.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        # the cookie alone now authenticates reads (the session keeps it)
+        assert (await node.call("GET", "/api/v1/meters")).status == 200
+        assert (await node.call("GET", "/api/v1/session")).json["authenticated"] is True
+        assert (await node.call("POST", "/api/v1/logout")).status == 204
+        problem(await node.call("GET", "/api/v1/meters"), 401)
