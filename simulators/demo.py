@@ -116,12 +116,14 @@ async def wait_file(path: Path, proc: asyncio.subprocess.Process, what: str,
         await asyncio.sleep(0.1)
 
 
-def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int) -> Path:
+def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int, api_port: int) -> Path:
     """config/demo.toml with this run's directory, addresses and key files."""
     keys = bootstrap["keypairs"]
     text = CONFIG.read_text()
     for old, new in (
         ('"var/demo/node"', json.dumps(str(run_dir / "node"))),
+        ('"var/demo/api-jwt.secret"', json.dumps(str(run_dir / "api-jwt.secret"))),
+        ("port = 8080", f"port = {api_port}"),
         ('"http://127.0.0.1:8899"', json.dumps(bootstrap["rpc_url"])),
         ('"ws://127.0.0.1:8900"', json.dumps(bootstrap["ws_url"])),
         ('"var/demo/chain/gateway.json"', json.dumps(str(keys["gateway"]))),
@@ -151,6 +153,24 @@ async def register(console: Console, config: Path, meters: list[str]) -> None:
             console.say(f"    {line}")
         if proc.returncode != 0:
             raise RuntimeError(f"gridnode register failed: {out.decode().strip()}")
+
+
+async def gridnode_cli(*argv: str) -> str:
+    """Run the gridnode CLI as an operator would; its standard output (an error raises)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gridnode", *argv, cwd=str(REPO), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"gridnode {argv[0]} {argv[1]} failed: {err.decode().strip()}")
+    return out.decode().strip()
+
+
+async def dashboard_token(config: Path, secret: Path) -> str:
+    """A fresh API secret for this run and an operator token for the dashboard (12 h)."""
+    await gridnode_cli("token", "secret", str(secret))
+    return await gridnode_cli("token", "issue", "--role", "operator", "--sub", "demo",
+                              "--ttl", "12h", "-c", str(config))
 
 
 def shown(path: Path) -> str:
@@ -263,7 +283,9 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
                       "tasmota", "--meters", "2", "--interval", "5", log=logs / "mqtt.log")
     say("  MQTT meter simulator publishing Tasmota telemetry for 2 meters")
 
-    config = demo_config(run_dir, bootstrap, modbus_port)
+    api_port = free_port()
+    config = demo_config(run_dir, bootstrap, modbus_port, api_port)
+    token = await dashboard_token(config, run_dir / "api-jwt.secret")
     from gridnode.config import load_config
 
     cfg = load_config(config)
@@ -276,6 +298,12 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
     say(f"  gridnode running ({shown(config)}): registering {len(meter_ids)} meters on chain, "
         "then one oracle reading per meter per minute")
     say(f"  inspect: .venv/bin/gridnode status -c {shown(config)}")
+    for _ in range(300):                # the URL is printed once it answers
+        if port_open(api_port) or procs.dead():
+            break
+        await asyncio.sleep(0.1)
+    say(f"  dashboard: http://127.0.0.1:{api_port}/  (log in with this operator token, valid "
+        f"12 h):\n    {token}")
     seen: set[int] = set()
     while True:
         await asyncio.sleep(1.0)
