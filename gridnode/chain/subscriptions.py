@@ -12,7 +12,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from solana.rpc.commitment import Commitment
-from solana.rpc.websocket_api import connect
+from solana.rpc.websocket_api import SolanaWsClientProtocol, connect
+from solders.rpc.requests import SignatureSubscribe
 from solders.signature import Signature
 
 from gridnode.chain.rpc import describe_error
@@ -33,6 +34,12 @@ class SignatureSubscriber:
         self.reconnect_s = reconnect_s
         self.notifications = 0
         self.reconnects = 0
+        self._ws: SolanaWsClientProtocol | None = None
+
+    def held(self) -> int:
+        """Subscription requests and answers the websocket client keeps (0 when disconnected)."""
+        ws = self._ws
+        return 0 if ws is None else len(ws.subscriptions) + len(ws.sent_subscriptions)
 
     async def run(self) -> None:
         i = 0
@@ -44,16 +51,19 @@ class SignatureSubscriber:
                 raise
             except Exception as exc:  # noqa: BLE001 - any socket failure means reconnect
                 log.debug("signature subscription lost", url=url, error=describe_error(exc))
+            self._ws = None
             self.reconnects += 1
             i += 1
             await asyncio.sleep(self.reconnect_s)
 
     async def _session(self, url: str) -> None:
         async with connect(url, ping_interval=10, ping_timeout=10) as ws:
+            self._ws = ws
             subscribed: set[str] = set()
             self.wake()   # catch-up after every (re)subscribe
             while True:
                 wanted = self.signatures()
+                _forget(ws, wanted)
                 new = wanted - subscribed
                 for sig in new:
                     # one notification when it is confirmed (stop re-sending), one when final
@@ -72,3 +82,17 @@ class SignatureSubscriber:
                     if type(msg).__name__.startswith("SignatureNotification"):
                         self.notifications += 1
                         self.wake()
+
+
+def _forget(ws: SolanaWsClientProtocol, wanted: set[str]) -> None:
+    """Drop the client's record of answered signature subscriptions no longer wanted.
+
+    solana-py keeps every subscribe request and its answer for the life of the socket, while the
+    node ends a signature subscription by itself once it has notified: a socket that lives for
+    months would hold two entries per transaction ever sent. A request still waiting for its
+    answer stays, since the client looks it up when the answer comes.
+    """
+    for sub_id, req in list(ws.subscriptions.items()):
+        if isinstance(req, SignatureSubscribe) and str(req.signature) not in wanted:
+            del ws.subscriptions[sub_id]
+            ws.sent_subscriptions.pop(req.id, None)
