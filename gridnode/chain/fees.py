@@ -14,6 +14,10 @@ from solders.pubkey import Pubkey
 
 from gridnode.chain.rpc import RpcPool, RpcUnavailable
 
+# Writable sets whose estimate is remembered: sets that include an order's or a meter's own
+# account are new all the time, so the oldest are dropped beyond this.
+CACHE_KEYS = 256
+
 
 def percentile(values: Sequence[int], pct: float) -> int:
     """Nearest-rank percentile (0 for no values)."""
@@ -47,5 +51,8 @@ class PriorityFees:
         except RpcUnavailable:
             return hit[1] if hit else self.floor
         fee = self.clamp(percentile([f for f in fees if f > 0], self.pct))
+        self._cache.pop(key, None)       # re-inserted last: the dict stays oldest-first
         self._cache[key] = (time.monotonic(), fee)
+        if len(self._cache) > CACHE_KEYS:
+            del self._cache[next(iter(self._cache))]
         return fee
