@@ -1,0 +1,262 @@
+"""Footprint of gridnode on an edge device: the rows of issue 12's table in one run.
+
+    .venv/bin/python bench/bench_footprint.py                      # 50 meters, 10 s poll, 3 min
+    .venv/bin/python bench/bench_footprint.py --minutes 10 --interval-minutes 15
+
+Starts the localnet, then `gridnode run` twice on fresh data directories, each the gridnode
+process alone being measured (the simulators are separate processes):
+
+1. without meters (chain on): RSS once READY has been logged and 5 s have passed;
+2. with `--meters` SDM630 meters on one Modbus TCP bus of the meter simulator, registered on
+   chain first: after `--warmup-minutes`, a window of `--minutes` in which it measures RSS,
+   bytes written (/proc/PID/io write_bytes; the log goes to a pipe, as under journald),
+   fdatasync/fsync calls (strace -c attached for the window, when strace can attach), CPU time
+   (/proc/PID/stat utime+stime), log lines at info, readings (the meters' accepted counters, as
+   flushed to meter_health) and Modbus requests (their request counters).
+
+The database size per year is projected from this run's own per-row sizes (SQLite's dbstat:
+bytes of the readings table and its indexes per raw row; bytes of the operation, audit, attempt
+and event tables per operation) times the rows a year produces at the default cadences (raw rows
+kept for [retention] raw_days, one operation per meter per interval). It is a projection from
+measured row sizes, not an accelerated year: say so when quoting it.
+
+It runs whatever gridnode the interpreter imports (the development venv by default; run it with a
+production install's interpreter for the issue's production figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_soak import (  # noqa: E402 - the soak's process and measuring helpers
+    Children,
+    config_text,
+    register_meters,
+    rss_kib,
+    write_bytes,
+)
+
+from simulators.demo import free_port, wait_file  # noqa: E402
+
+OP_TABLES = ("operations", "audit_log", "tx_attempts", "tx_attempt_operations", "chain_events",
+             "events")
+CLK_TCK = 100
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def health(db: Path) -> tuple[int, int]:
+    """(accepted readings, Modbus requests) summed over the meters, as last flushed."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+        row = c.execute("SELECT coalesce(sum(accepted), 0), coalesce(sum(requests), 0) "
+                        "FROM meter_health").fetchone()
+    return int(row[0]), int(row[1])
+
+
+def table_bytes(db: Path) -> dict[str, int]:
+    """Bytes of pages per table, its indexes included (dbstat)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+        owner = dict(c.execute("SELECT name, tbl_name FROM sqlite_master"))
+        out: dict[str, int] = {}
+        for name, size in c.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            t = owner.get(name, name)
+            out[t] = out.get(t, 0) + int(size)
+    return out
+
+
+def count(db: Path, sql: str) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+        return int(c.execute(sql).fetchone()[0])
+
+
+async def pump(stream: asyncio.StreamReader, path: Path, lines: list[str]) -> None:
+    """gridnode's stderr (a pipe, as journald takes it) into `lines` and a file."""
+    with path.open("a") as f:
+        while raw := await stream.readline():
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            f.write(line)
+
+
+def _has(path: Path, text: str) -> bool:
+    return path.exists() and text in path.read_text(errors="replace")
+
+
+async def wait_text(source: Path | list[str], text: str, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while not (any(text in ln for ln in source) if isinstance(source, list)
+               else await asyncio.to_thread(_has, source, text)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {text!r} within {within_s:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+def _calls(out: Path) -> dict[str, int] | None:
+    """The calls column of an `strace -c` summary, by syscall."""
+    if not out.exists():
+        return None
+    calls = {m.group(2): int(m.group(1)) for m in
+             re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$",
+                         out.read_text(), re.M)}
+    calls.pop("total", None)
+    return calls
+
+
+async def strace_window(pid: int, seconds: float, out: Path) -> dict[str, int] | None:
+    """fsync/fdatasync calls of `pid` over `seconds` (strace -c attached), or None."""
+    if shutil.which("strace") is None:
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        "strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-p", str(pid), "-o", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    await asyncio.sleep(seconds)
+    proc.send_signal(signal.SIGINT)     # strace detaches and writes its summary
+    await proc.wait()
+    return _calls(out)
+
+
+async def start_node(kids: Children, run: Path, cfg_text: str,
+                     name: str) -> tuple[asyncio.subprocess.Process, list[str]]:
+    cfg = run / f"{name}.toml"
+    cfg.write_text(cfg_text)
+    log = run / f"{name}.log"
+    node = await kids.start(name, sys.executable, "-m", "gridnode", "run", "-c", str(cfg),
+                            log=run / f"{name}.stdout.log", stderr_pipe=True)
+    assert node.stderr is not None
+    lines: list[str] = []
+    asyncio.create_task(pump(node.stderr, log, lines))  # noqa: RUF006 - ends with the process
+    return node, lines
+
+
+async def footprint(a: argparse.Namespace, run: Path) -> int:
+    kids = Children()
+    py = sys.executable
+    try:
+        rpc_port = free_port()
+        net = await kids.start("localnet", py, "-m", "simulators.chain.localnet", "--port",
+                               str(rpc_port), "--state", str(run / "chain"), "--bootstrap",
+                               log=run / "localnet.log")
+        await wait_file(run / "chain" / "bootstrap.json", net, "the localnet")
+        bootstrap = json.loads((run / "chain" / "bootstrap.json").read_text())
+
+        # 1. RSS at READY without meters
+        idle = config_text(run / "idle", bootstrap, 1, 0, a.poll_s, a.interval_minutes)
+        idle = idle.split("[[meters.buses]]")[0] + f"[intervals]\nminutes = {a.interval_minutes}\n"
+        node, lines = await start_node(kids, run, idle, "idle")
+        await wait_text(lines, "event=ready", 60)
+        await asyncio.sleep(5)
+        rss_idle = rss_kib(node.pid) / 1024
+        node.send_signal(signal.SIGTERM)
+        await node.wait()
+
+        # 2. steady with meters
+        modbus_port = free_port()
+        profiles = [x for _ in range(a.meters) for x in ("--profile", "sdm630")]
+        await kids.start("meters", py, "-m", "simulators.meters", "tcp", "--port",
+                         str(modbus_port), *profiles, log=run / "meters.log")
+        await wait_text(run / "meters.log", "unit", 60)
+        text = config_text(run, bootstrap, modbus_port, a.meters, a.poll_s, a.interval_minutes)
+        (run / "steady.toml").write_text(text)
+        await asyncio.to_thread(register_meters, run / "steady.toml",
+                                [f"soak-{i:03d}" for i in range(1, a.meters + 1)])
+        node, lines = await start_node(kids, run, text, "steady")
+        db = run / "node" / "gridnode.db"
+        await wait_text(lines, "event=ready", 60)
+        await asyncio.sleep(a.warmup_minutes * 60)
+        pid = node.pid
+
+        def snap() -> dict[str, float]:
+            acc, req = health(db)
+            info = sum(1 for ln in list(lines) if "level=info" in ln)
+            return {"t": time.monotonic(), "rss": rss_kib(pid) / 1024, "wb": write_bytes(pid),
+                    "cpu": cpu_s(pid), "acc": acc, "req": req, "info": info,
+                    "iv": count(db, "SELECT count(*) FROM intervals"),
+                    "batches": count(db, "SELECT count(DISTINCT interval_end) FROM intervals"),
+                    "raw": count(db, "SELECT count(*) FROM readings")}
+
+        s0 = snap()
+        syncs = await strace_window(pid, a.minutes * 60, run / "strace.txt")
+        s1 = snap()
+        sizes = table_bytes(db)
+        ops = count(db, "SELECT count(*) FROM operations")
+        raw_total = count(db, "SELECT count(*) FROM readings")
+        await kids.stop()
+
+        d = {k: s1[k] - s0[k] for k in s0}
+        readings = d["acc"] or float("nan")
+        n_sync = sum(syncs.values()) if syncs else None
+        hours = d["t"] / 3600
+        op_bytes = sum(sizes.get(t, 0) for t in OP_TABLES) / ops if ops else float("nan")
+        raw_bytes = sizes.get("readings", 0) / raw_total if raw_total else float("nan")
+        measured_raw_day = d["raw"] / a.meters / hours * 24 if hours else float("nan")
+        # kept at the defaults: one per raw_every_s, plus at most two around each boundary
+        raw_per_meter_day = 86400 / a.raw_every_s + 2 * 1440 / a.year_interval_minutes
+        year_ops = a.meters * 365 * 86400 / (a.year_interval_minutes * 60)
+        year_raw = raw_per_meter_day * a.meters * a.raw_days
+        year_gb = (year_ops * op_bytes + year_raw * raw_bytes) / 1e9
+
+        print(f"footprint: {a.meters} SDM630 meters, one Modbus TCP bus, {a.poll_s:g} s poll, "
+              f"{a.interval_minutes}-min intervals, localnet; window {d['t'] / 60:.1f} min after "
+              f"{a.warmup_minutes:g} min warm-up; python {sys.executable}")
+        print("| what | measured |")
+        print("|---|---|")
+        print(f"| RSS at READY, no meters | {rss_idle:.1f} MB |")
+        print(f"| RSS, steady, {a.meters} meters | {s0['rss']:.1f} -> {s1['rss']:.1f} MB |")
+        print(f"| bytes written per reading | {d['wb'] / readings:,.0f} B "
+              f"({d['wb']:,.0f} B for {readings:.0f} readings, {d['raw']:.0f} raw rows) |")
+        print("| fdatasync+fsync per reading | "
+              + (f"{n_sync / readings:.4f} ({n_sync} calls; {syncs}) |" if syncs is not None
+                 else "n/a (strace unavailable) |"))
+        print(f"| log lines at info | {d['info']:.0f} in the window, "
+              f"{d['batches']:.0f} interval batches closed ({d['iv']:.0f} intervals) |")
+        print(f"| CPU per reading, meter to finalized | {d['cpu'] / readings * 1000:.2f} ms "
+              f"({d['cpu']:.1f} s CPU) |")
+        print(f"| Modbus requests per meter per cycle | {d['req'] / readings:.2f} |")
+        print(f"| DB per year, {a.meters} meters, {a.year_interval_minutes}-min intervals, "
+              f"raw kept {a.raw_days:g} days | {year_gb:.2f} GB projected ({op_bytes:,.0f} B per "
+              f"operation with its rows, {raw_bytes:.0f} B per raw row, "
+              f"{raw_per_meter_day:,.0f} raw rows per meter-day at most; this run kept "
+              f"{measured_raw_day:,.0f}) |")
+        return 0
+    finally:
+        await kids.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--meters", type=int, default=50)
+    ap.add_argument("--poll-s", type=float, default=10.0)
+    ap.add_argument("--interval-minutes", type=int, default=1, choices=[1, 5, 15, 30, 60])
+    ap.add_argument("--minutes", type=float, default=3.0, help="measured window")
+    ap.add_argument("--warmup-minutes", type=float, default=1.5)
+    ap.add_argument("--year-interval-minutes", type=int, default=15)
+    ap.add_argument("--raw-days", type=float, default=30.0)
+    ap.add_argument("--raw-every-s", type=float, default=60.0)
+    ap.add_argument("--keep", type=Path, default=None, help="run directory to keep")
+    a = ap.parse_args(argv)
+    if a.keep is not None:
+        a.keep.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(footprint(a, a.keep))
+    with tempfile.TemporaryDirectory(prefix="gridnode-footprint-") as d:
+        return asyncio.run(footprint(a, Path(d)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
