@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -38,10 +39,16 @@ def test_the_demo_prints_the_dashboard_url_and_a_token_for_it(tmp_path: Path) ->
         url, token = found.group(1).decode(), found.group(2).decode()
         status, page = get(url)
         assert status == 200 and b"/static/dashboard.js" in page
-        status, body = get(url + "api/v1/meters", token)
-        assert status == 200
-        assert {m["meter_id"] for m in json.loads(body)["meters"]} == {
-            "demo-house", "demo-pv", "demo-flat-1", "demo-flat-2"}
+        wanted = {"demo-house", "demo-pv", "demo-flat-1", "demo-flat-2"}
+        deadline = time.monotonic() + 30       # the meters subsystem registers them at start
+        while True:
+            status, body = get(url + "api/v1/meters", token)
+            assert status == 200
+            listed = {m["meter_id"] for m in json.loads(body)["meters"]}
+            if listed == wanted or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert listed == wanted
         secret = tmp_path / "demo" / "api-jwt.secret"
         assert secret.stat().st_mode & 0o777 == 0o600
         proc.send_signal(signal.SIGTERM)
