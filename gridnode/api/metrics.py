@@ -3,12 +3,17 @@
 Most series are read at scrape time from the store and the subsystems' in-memory state (a custom
 collector over a snapshot taken just before rendering), so the hot paths carry no metric code.
 Two histograms need a measurement where it happens: RPC request latency (`RpcPool.observe`) and
-SQLite commit latency (`Store.on_commit`), each a single `observe` call.
+SQLite commit latency (`Store.on_commit`), each a single `observe` call. What operations went
+through (status entries, outcomes, confirmation and submission times) is counted from the audit
+log through a cursor, so a scrape reads only the rows added since the previous one, whatever the
+size of the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +25,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 
@@ -42,11 +46,7 @@ ONLINE = "online"
 class Snapshot:
     """What one scrape reports from the store and memory, read before rendering."""
 
-    entries: dict[tuple[str, str], int]
     depth: dict[str, int]
-    confirmation: views.Durations
-    submission: views.Durations
-    outcomes: dict[tuple[str, str], int]
     meters: list[views.MeterView]
     settlement_queue: int
     db_bytes: int
@@ -66,6 +66,17 @@ class Metrics:
         self.commit_latency = Histogram(
             "gridnode_store_commit_duration_seconds", "SQLite COMMIT of the single writer",
             buckets=COMMIT_BUCKETS, registry=self.registry)
+        self.confirmation = Histogram(
+            "gridnode_transaction_confirmation_seconds", "submitted -> confirmed, per operation",
+            buckets=TX_BUCKETS, registry=self.registry)
+        self.submission = Histogram(
+            "gridnode_transaction_submission_seconds", "created -> first submitted, per "
+            "operation", buckets=TX_BUCKETS, registry=self.registry)
+        # Counted from the audit log through a cursor: each scrape reads only what is new.
+        self.entries: Counter[tuple[str, str]] = Counter()
+        self.finished: Counter[tuple[str, str]] = Counter()
+        self._cursor = 0
+        self._reading = asyncio.Lock()
         self.started_at = time.time()
         self._snapshot: Snapshot | None = None
         self.registry.register(self)
@@ -86,8 +97,27 @@ class Metrics:
     def _observe_rpc(self, url: str, seconds: float) -> None:
         self.rpc_latency.labels(endpoint(url)).observe(seconds)
 
+    async def _advance(self) -> None:
+        """Count the operation status entries added to the audit log since the last scrape."""
+        async with self._reading:
+            while True:
+                batch = await views.entries_after(self.ctx.db, self._cursor)
+                for e in batch:
+                    self.entries[(e.tx_type, e.status)] += 1
+                    if e.confirmation_s is not None:
+                        self.confirmation.observe(e.confirmation_s)
+                    if e.submission_s is not None:
+                        self.submission.observe(e.submission_s)
+                    if e.error is not None:
+                        self.finished[(e.status, e.error)] += 1
+                if batch:
+                    self._cursor = batch[-1].id
+                if len(batch) < views.ENTRIES_PAGE:
+                    return
+
     async def render(self) -> bytes:
         """The exposition text of every series, reading the store now."""
+        await self._advance()
         snap = await snapshot(self.ctx)
         self._snapshot = snap            # no await from here on: scrapes cannot interleave
         try:
@@ -103,7 +133,7 @@ class Metrics:
         if snap is None:
             return
         yield from _node(self.ctx, self.started_at)
-        yield from _transactions(snap)
+        yield from _transactions(snap, self.entries, self.finished)
         yield from _rpc(snap)
         yield from _meters(snap)
         store = GaugeMetricFamily("gridnode_store_size_bytes",
@@ -132,10 +162,7 @@ async def snapshot(ctx: ApiContext) -> Snapshot:
     pipeline = ctx.subsystem("pipeline")
     alerts = getattr(ctx, "alerts", None)
     return Snapshot(
-        entries=await views.status_entries(db), depth=await views.status_counts(db),
-        confirmation=await views.durations(db, "confirmation", TX_BUCKETS),
-        submission=await views.durations(db, "submission", TX_BUCKETS),
-        outcomes=await views.outcomes(db), meters=await views.meters(db),
+        depth=await views.status_counts(db), meters=await views.meters(db),
         settlement_queue=await views.settlement_queue(db),
         db_bytes=_db_bytes(ctx.store.path),
         endpoints=list(pipeline.pool.endpoints) if pipeline is not None else [],
@@ -168,16 +195,12 @@ def _node(ctx: ApiContext, started_at: float) -> Iterable[Metric]:
     return [info, start]
 
 
-def _histogram(name: str, doc: str, d: views.Durations) -> HistogramMetricFamily:
-    buckets = [(repr(b), n) for b, n in d.cumulative] + [("+Inf", d.count)]
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=d.sum_s)
-
-
-def _transactions(snap: Snapshot) -> Iterable[Metric]:
+def _transactions(snap: Snapshot, entries: Counter[tuple[str, str]],
+                  ended: Counter[tuple[str, str]]) -> Iterable[Metric]:
     total = CounterMetricFamily("gridnode_transactions_total",
                                 "operations that entered a status, by tx type",
                                 labels=["tx_type", "status"])
-    for (tx_type, status), n in sorted(snap.entries.items()):
+    for (tx_type, status), n in sorted(entries.items()):
         total.add_metric([tx_type, status], n)
     depth = GaugeMetricFamily("gridnode_outbox_operations", "operations in each status now",
                               labels=["status"])
@@ -185,16 +208,12 @@ def _transactions(snap: Snapshot) -> Iterable[Metric]:
         depth.add_metric([status], snap.depth.get(status, 0))
     finished = CounterMetricFamily(
         "gridnode_transactions_finished_total",
-        "operations that ended: result success or failure, final status, the chain's error",
+        "operations that ended (again after a retry): result, status, the chain's error",
         labels=["result", "status", "error"])
-    for (status, error), n in sorted(snap.outcomes.items()):
+    for (status, error), n in sorted(ended.items()):
         finished.add_metric(["success" if status == "finalized" else "failure", status, error],
                             n)
-    return [total, depth, finished,
-            _histogram("gridnode_transaction_confirmation_seconds",
-                       "submitted -> confirmed, per operation", snap.confirmation),
-            _histogram("gridnode_transaction_submission_seconds",
-                       "created -> first submitted, per operation", snap.submission)]
+    return [total, depth, finished]
 
 
 def _rpc(snap: Snapshot) -> Iterable[Metric]:

@@ -212,62 +212,47 @@ async def intervals(db: _Reads, meter_id: str, from_s: int, to_s: int,
 # -- metrics -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Durations:
-    """A histogram of operation durations: cumulative counts per upper bound (seconds)."""
+class Entry:
+    """An operation entering a status (an audit-log row), with what the metrics take from it."""
 
-    cumulative: list[tuple[float, int]]
-    count: int
-    sum_s: float
-
-
-# the spans a duration histogram may be taken over: (from, to) timestamp columns of `operations`
-SPANS: Mapping[str, tuple[str, str]] = {
-    "confirmation": ("submitted_at_ms", "confirmed_at_ms"),
-    "submission": ("created_at_ms", "submitted_at_ms"),
-}
+    id: int
+    tx_type: str
+    status: str
+    confirmation_s: float | None    # submitted -> confirmed, on the entry that set confirmed_at
+    submission_s: float | None      # created -> first submitted, on that first submission
+    error: str | None               # on an entry into a final or failed status: the chain's error
 
 
-async def durations(db: _Reads, span: str, bounds: Collection[float]) -> Durations:
-    """Every operation's `span` (see SPANS) as a histogram with `bounds`, in one pass."""
-    start, end = SPANS[span]
-    cases = "".join(f", coalesce(sum(d <= {int(b * 1000)}), 0)" for b in bounds)
-    row = await db.fetchone(
-        f"SELECT count(*), coalesce(sum(d), 0){cases} FROM (SELECT {end} - {start} AS d "
-        f"FROM operations WHERE {start} IS NOT NULL AND {end} IS NOT NULL)")
-    assert row is not None
-    values = list(row)
-    return Durations([(b, int(n)) for b, n in zip(bounds, values[2:], strict=True)],
-                     int(values[0]), float(values[1]) / 1000.0)
+ENDINGS = ("finalized", "failed", "expired", "parked")
+ENTRIES_PAGE = 5000
 
 
-async def status_entries(db: _Reads) -> dict[tuple[str, str], int]:
-    """How many times operations of each tx type entered each status, from the audit log (it
-    only grows, so these are counters)."""
+async def entries_after(db: _Reads, after_id: int, limit: int = ENTRIES_PAGE) -> list[Entry]:
+    """Operation status entries with an audit id above `after_id`, oldest first: the audit log
+    only grows, so a reader keeps a cursor and counts each entry once."""
+    ends = _marks(len(ENDINGS))
     rows = await db.fetchall(
-        "SELECT o.tx_type, a.new_status, count(*) FROM audit_log a JOIN operations o "
-        "ON o.id = a.entity_id WHERE a.entity = 'operation' GROUP BY 1, 2")
-    return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+        "SELECT a.id, o.tx_type, a.new_status, "
+        "CASE WHEN a.at_ms = o.confirmed_at_ms THEN o.confirmed_at_ms - o.submitted_at_ms END, "
+        "CASE WHEN a.new_status = 'submitted' AND a.at_ms = o.submitted_at_ms "
+        "THEN o.submitted_at_ms - o.created_at_ms END, "
+        f"CASE WHEN a.new_status IN ({ends}) THEN coalesce((SELECT x.err FROM tx_attempts x "
+        "JOIN tx_attempt_operations t ON t.signature = x.signature WHERE t.operation_id = o.id "
+        "AND x.err IS NOT NULL ORDER BY x.created_at_ms DESC LIMIT 1), '') END "
+        "FROM audit_log a JOIN operations o ON o.id = a.entity_id "
+        # `+a.entity`: walk the rowid range from the cursor, not the whole entity index
+        "WHERE +a.entity = 'operation' AND a.id > ? ORDER BY a.id LIMIT ?",
+        (*ENDINGS, after_id, limit))
+    return [Entry(int(r[0]), str(r[1]), str(r[2]),
+                  None if r[3] is None else r[3] / 1000.0,
+                  None if r[4] is None else r[4] / 1000.0,
+                  None if r[5] is None else error_kind(r[5] or None)) for r in rows]
 
 
 async def status_counts(db: _Reads) -> dict[str, int]:
     """Operations in each status now (the outbox's depth)."""
     rows = await db.fetchall("SELECT status, count(*) FROM operations GROUP BY status")
     return {str(r[0]): int(r[1]) for r in rows}
-
-
-async def outcomes(db: _Reads) -> dict[tuple[str, str], int]:
-    """Operations that ended, by final status and by the chain's error of their latest failed
-    transaction ("none" when none failed on chain)."""
-    rows = await db.fetchall(
-        "SELECT o.status, (SELECT a.err FROM tx_attempts a JOIN tx_attempt_operations t "
-        "ON t.signature = a.signature WHERE t.operation_id = o.id AND a.err IS NOT NULL "
-        "ORDER BY a.created_at_ms DESC LIMIT 1), count(*) FROM operations o "
-        "WHERE o.status IN ('finalized', 'failed', 'expired', 'parked') GROUP BY 1, 2")
-    out: dict[tuple[str, str], int] = {}
-    for status, err, n in rows:
-        key = (str(status), error_kind(err))
-        out[key] = out.get(key, 0) + int(n)
-    return out
 
 
 def error_kind(err: str | None) -> str:

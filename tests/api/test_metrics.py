@@ -93,6 +93,10 @@ async def test_a_scrape_agrees_with_the_store_and_the_subsystems(
         pytest.approx(confirmed[1] / 1000)
     assert value(samples, "gridnode_transaction_confirmation_seconds_bucket", le="120.0") == \
         confirmed[0]
+    async with await api.db() as db:
+        submitted = (await db.fetchone(
+            "SELECT count(*) FROM operations WHERE submitted_at_ms IS NOT NULL"))[0]
+    assert value(samples, "gridnode_transaction_submission_seconds_count") == submitted >= 1
     rpc = {k[1]: v for k, v in samples.items()
            if k[0] == "gridnode_rpc_request_duration_seconds_count"}
     assert len(rpc) == 1 and next(iter(rpc.values())) > 0
@@ -121,6 +125,11 @@ async def test_a_scrape_agrees_with_the_store_and_the_subsystems(
     later, _ = await scrape(api)
     assert value(later, "gridnode_store_commit_duration_seconds_count") > \
         value(samples, "gridnode_store_commit_duration_seconds_count")
+    # each status entry is counted once, however many scrapes read the audit log
+    again, _ = await scrape(api)
+    assert value(again, "gridnode_transactions_total", tx_type="user_registration",
+                 status="finalized") == 1
+    assert value(again, "gridnode_transaction_confirmation_seconds_count") == confirmed[0]
 
 
 async def test_metrics_need_a_node_wide_token(node: tuple[ApiNode, str]) -> None:
