@@ -54,7 +54,7 @@ def test_the_demo_prints_the_dashboard_url_and_a_token_for_it(tmp_path: Path) ->
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
-        for p in [proc.pid, *started]:
+        for p in [proc.pid, *(started or children(proc.pid))]:
             if alive(p):
                 os.kill(p, signal.SIGKILL)
         proc.wait()
