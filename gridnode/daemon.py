@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 from solders.keypair import Keypair
 
+from gridnode.alerts import AlertsSubsystem
 from gridnode.chain.signers import Signers
 from gridnode.config import ConfigError, ConfigIssue, GridnodeConfig
 from gridnode.config.machine import check_machine
@@ -85,6 +86,8 @@ def build_subsystems(config: GridnodeConfig, store: Store,
         builders.append(lambda: MetersSubsystem.from_config(config, store, file=config.source))
     if config.chain is not None and keys is not None:
         builders.append(lambda: _pipeline(config, store, keys))
+    if config.alerts.enabled:   # whether or not the API runs; it reads what the others do
+        builders.append(lambda: AlertsSubsystem(config.alerts, store, subsystems))
     if config.api.enabled:      # built last: it serves what the others do
         from gridnode.api import ApiServer
         builders.append(lambda: ApiServer.from_config(config, store, subsystems))

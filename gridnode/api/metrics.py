@@ -29,6 +29,7 @@ from prometheus_client.core import (
 )
 
 from gridnode import __version__
+from gridnode.alerts import RULES, current
 from gridnode.store import transitions, views
 
 if TYPE_CHECKING:
@@ -160,13 +161,13 @@ class Metrics:
 async def snapshot(ctx: ApiContext) -> Snapshot:
     db = ctx.db
     pipeline = ctx.subsystem("pipeline")
-    alerts = getattr(ctx, "alerts", None)
+    raised = {a.name for a in await current(db, ctx.subsystems) if a.raised}
     return Snapshot(
         depth=await views.status_counts(db), meters=await views.meters(db),
         settlement_queue=await views.settlement_queue(db),
         db_bytes=_db_bytes(ctx.store.path),
         endpoints=list(pipeline.pool.endpoints) if pipeline is not None else [],
-        alerts=alerts.states() if alerts is not None else {})
+        alerts={name: name in raised for name in RULES})
 
 
 def endpoint(url: str) -> str:

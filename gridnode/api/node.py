@@ -8,6 +8,7 @@ import math
 import time
 
 from gridnode import __version__
+from gridnode.alerts import current
 from gridnode.api.models import (
     ChainState,
     Endpoint,
@@ -49,9 +50,11 @@ async def ready(call: Call) -> Reply:
     ctx = call.ctx
     checks: dict[str, str] = {}
     reasons: list[str] = []
+    alerts: list[str] = []
     try:
         async with asyncio.timeout(STORE_CHECK_S):
             await ctx.db.fetchone("SELECT max(version) FROM schema_migrations")
+            alerts = [a.name for a in await current(ctx.db, ctx.subsystems) if a.raised]
         checks["store"] = "ok"
     except TimeoutError:
         reasons.append(f"store did not answer within {STORE_CHECK_S:g} s")
@@ -76,7 +79,6 @@ async def ready(call: Call) -> Reply:
         else:
             reasons.append("no RPC endpoint is healthy: " + "; ".join(
                 f"{e.url}: {e.stats.last_error or 'unhealthy'}" for e in eps))
-    alerts = [a.name for a in ctx.alerts.active()] if ctx.alerts is not None else []
     if reasons:
         raise Problem(503, "not-ready", "Not ready", "; ".join(reasons), reasons=reasons,
                       alerts=alerts, headers={"Retry-After": "5"})

@@ -90,7 +90,6 @@ class ApiContext:
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
     hub: Any = None                         # gridnode.api.ws.EventHub
     metrics: Any = None                     # gridnode.api.metrics.Metrics
-    alerts: Any = None                      # gridnode.api.alerts.AlertEvaluator
 
     @property
     def db(self) -> ReadOnlyStore:
@@ -392,7 +391,6 @@ class ApiServer:
                     subsystems: Sequence[Any]) -> ApiServer:
         """Built with the configuration's secret (ConfigError names a bad secret file); binds
         nothing until `run`."""
-        from gridnode.api.alerts import AlertEvaluator
         from gridnode.api.metrics import Metrics
         from gridnode.api.routes import ROUTES
         from gridnode.api.ws import EventHub
@@ -402,7 +400,6 @@ class ApiServer:
                          RateLimiter(api.rate_per_s, api.rate_burst))
         ctx.hub = EventHub(ctx)
         ctx.metrics = Metrics(ctx)
-        ctx.alerts = AlertEvaluator(ctx)
         return cls(ctx, ROUTES)
 
     def progress(self) -> float:
@@ -429,7 +426,6 @@ class ApiServer:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.ctx.hub.run())
                 tg.create_task(self._purge_idempotency())
-                tg.create_task(self.ctx.alerts.run())
         finally:
             await asyncio.shield(self._cleanup(runner))
 

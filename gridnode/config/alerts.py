@@ -4,7 +4,7 @@ The thresholds are the platform's alert rules (pending > 100, confirmation time 
 rate > 5 %, RPC health failing, settlement queue > 50) plus two of the device's own: a meter that
 stopped reporting and a disk running out of space. An alert is a state: raised once when its
 condition becomes true, cleared once when it is false again, each change logged, stored and
-appended to the event log. The API evaluates them (so they need `[api] enabled`).
+appended to the event log. The daemon's alerts subsystem evaluates them, API on or off.
 """
 
 from __future__ import annotations

@@ -89,3 +89,35 @@ async def test_rpc_down_is_raised_shown_everywhere_and_cleared(
             stored = await db.fetchall("SELECT name, state FROM alerts")
     assert [r[0] for r in rows] == ["alert.raised", "alert.cleared"]
     assert [tuple(r) for r in stored] == [("rpc_down", "cleared")]
+
+
+async def stored_state(node: ApiNode, name: str, state: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with await node.db() as db:
+            row = await db.fetchone("SELECT state FROM alerts WHERE name = ?", (name,))
+        if row is not None and row[0] == state:
+            return
+        assert time.monotonic() < deadline, f"{name} never {state} in the store: {row}"
+        await asyncio.sleep(0.1)
+
+
+async def test_alerts_are_raised_and_cleared_with_the_api_off(tmp_path: Path) -> None:
+    """Alerts are the daemon's, not the API's: with `[api] enabled = false` a real condition
+    still raises rpc_down and clears it, stored with its events."""
+    async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
+        node = ApiNode(tmp_path, localnet_node(net, tmp_path / "state",
+                                               rpc={"health_interval_s": 0.2}),
+                       {"alerts": ALERTS}, api={"enabled": False})
+        async with node:
+            running = {t.get_name() for t in asyncio.all_tasks()}
+            assert "alerts" in running and "api" not in running
+            assert not node.notifier.listening_at_ready
+            net.faults.update({"http_error_rate": 1.0})
+            await stored_state(node, "rpc_down", "raised")
+            net.faults.update({"http_error_rate": 0.0})
+            await stored_state(node, "rpc_down", "cleared")
+        async with await node.db() as db:
+            rows = await db.fetchall("SELECT type FROM events WHERE type LIKE 'alert.%' "
+                                     "ORDER BY id")
+    assert [r[0] for r in rows] == ["alert.raised", "alert.cleared"]
