@@ -4,6 +4,9 @@ A test states the sections it needs as Python data and `write_config` renders th
 pieces that recur (a node on a localnet with fast timings, a Modbus bus and its meters, MQTT
 meters on the test broker) come from the functions below, so a key or a timing is changed in one
 place. Tests about the configuration's own text (errors, the example file) keep writing it raw.
+
+The API is on by default on port 8080; a written configuration has it off unless the test states
+its own [api] (tests.api.harness gives it a free port), so no test ever binds 8080.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ FAST_RPC: dict[str, Any] = {"health_interval_s": 0.5, "blockhash_refresh_s": 0.3
                             "blockhash_max_age_s": 1.0}
 FAST_OUTBOX: dict[str, Any] = {"poll_interval_s": 0.3, "rebroadcast_interval_s": 0.5,
                                "submit_interval_s": 0.2}
+
+API_OFF: dict[str, Any] = {"api": {"enabled": False}}
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -50,8 +55,9 @@ def toml(sections: Mapping[str, Any]) -> str:
 
 
 def write_config(path: Path, *parts: Mapping[str, Any], **sections: Any) -> Path:
-    """Write the merged `parts` and keyword `sections` as TOML to `path`; returns `path`."""
-    path.write_text(toml(merge(*parts, sections)))
+    """Write the merged `parts` and keyword `sections` as TOML to `path`, with the API off
+    unless they say otherwise; returns `path`."""
+    path.write_text(toml(merge(API_OFF, *parts, sections)))
     return path
 
 

@@ -304,7 +304,13 @@ def test_check_config_says_what_is_not_implemented_and_when_nothing_would_run(
                         "would only keep its database open")
     assert ("  upstream: not implemented yet; [upstream] (https://p.example/) is ignored, "
             "nothing is synced") in lines
-    assert "  api: off (enable it with [api] enabled = true)" in lines
+    api = [line for line in lines if line.startswith("  api: ")]
+    assert len(api) == 1 and api[0].startswith("  api: http://127.0.0.1:9000, ")
+    assert "'gridnode token secret /etc/gridnode/api-jwt.secret'" in api[0]
+
+    cfg.write_text('[node]\nid = "x"\n[api]\nenabled = false\nport = 9000\n')
+    code, out, _ = run_cli(capsys, "check-config", str(cfg))
+    assert code == 0 and "  api: off (enable it with [api] enabled = true)" in out.splitlines()
     assert "http://" not in out and "9000" not in out
 
     code, out, _ = run_cli(capsys, "check-config", str(REPO / "config/gridnode.example.toml"))

@@ -71,7 +71,7 @@ def notify(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
 
 def _config(tmp_path: Path, extra: str = "") -> Path:
     cfg = tmp_path / "gridnode.toml"
-    cfg.write_text(f'[node]\ndata_dir = "{tmp_path / "state"}"\n{extra}')
+    cfg.write_text(f'[api]\nenabled = false\n[node]\ndata_dir = "{tmp_path / "state"}"\n{extra}')
     return cfg
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gridnode.api.auth import COOKIE, Principal, TokenError, decode
 from gridnode.api.models import Login, Session
-from gridnode.api.problems import Problem
+from gridnode.api.problems import Problem, no_token_secret
 
 if TYPE_CHECKING:
     from gridnode.api.server import Call, Reply
@@ -60,8 +60,7 @@ async def login(call: Call) -> web.StreamResponse:
     body: Login = call.body
     secret = call.ctx.secret
     if secret is None:
-        raise Problem(503, "no-token-secret", "Tokens are not configured",
-                      "this node has no JWT secret, so no token can be checked")
+        raise no_token_secret()
     try:
         who = decode(secret, body.token)
     except TokenError as exc:

@@ -17,6 +17,8 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import ErrorDetails
 
+from gridnode.config.api import NO_SECRET
+
 CONTENT_TYPE = "application/problem+json"
 
 
@@ -66,6 +68,12 @@ class Problem(Exception):
         body = self.doc(instance).model_dump(mode="json", exclude_none=True)
         return web.Response(status=self.status, text=json.dumps(body),
                             content_type=CONTENT_TYPE, headers=self.headers)
+
+
+def no_token_secret() -> Problem:
+    """What every authenticated route answers while the node has no JWT secret."""
+    return Problem(503, "no-token-secret", "Tokens are not configured", NO_SECRET,
+                   headers={"Retry-After": "3600"})
 
 
 def invalid(errors: Iterable[FieldProblem], detail: str = "the request has invalid fields",

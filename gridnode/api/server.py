@@ -27,8 +27,16 @@ from pydantic import BaseModel, ValidationError
 
 from gridnode.api.auth import COOKIE, Principal, RateLimiter, Role, Secret, TokenError, decode
 from gridnode.api.auth import load_secret as _load_secret
-from gridnode.api.problems import FieldProblem, Problem, from_validation, invalid, pointer
+from gridnode.api.problems import (
+    FieldProblem,
+    Problem,
+    from_validation,
+    invalid,
+    no_token_secret,
+    pointer,
+)
 from gridnode.config import GridnodeConfig
+from gridnode.config.api import NO_SECRET
 from gridnode.log import get_logger
 from gridnode.store import Store, StoreError, WriteTx, idempotency
 from gridnode.store.readonly import ReadOnlyStore
@@ -157,9 +165,7 @@ def authenticate(ctx: ApiContext, route: Route, request: web.Request) -> Princip
     if route.roles is None:
         return None
     if ctx.secret is None:
-        raise Problem(503, "no-token-secret", "Tokens are not configured",
-                      "this node has no JWT secret (the systemd credential api-jwt or "
-                      "[api] jwt_secret_file), so no token can be checked")
+        raise no_token_secret()
     token, via_cookie = _token(request)
     try:
         if token is None:
@@ -421,6 +427,8 @@ class ApiServer:
             self.port = _bound_port(runner, api.port)
             log.info("api listening", url=f"http://{_host(str(api.bind))}:{self.port}",
                      tokens=self.ctx.secret.source if self.ctx.secret else "none (no secret)")
+            if self.ctx.secret is None:
+                log.warning("api tokens disabled", reason=NO_SECRET)
             self.ctx.metrics.attach()
             self.started.set()
             async with asyncio.TaskGroup() as tg:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from gridnode.config.alerts import AlertsConfig
-from gridnode.config.api import ApiConfig
+from gridnode.config.api import NO_SECRET, ApiConfig
 from gridnode.config.base import Section
 from gridnode.config.chain import ChainConfig
 from gridnode.config.intervals import IntervalsConfig
@@ -289,8 +289,7 @@ def summary(cfg: GridnodeConfig) -> list[str]:
     host = f"[{api.bind}]" if api.bind.version == 6 else str(api.bind)
     lines.append(f"api: http://{host}:{api.port}, tokens signed with the systemd credential "
                  "api-jwt or " + (f"{api.jwt_secret_file}" if api.jwt_secret_file else
-                                  "(no jwt_secret_file) nothing: only /health, /ready and "
-                                  "/api/v1/openapi.json answer without one")
+                                  f"(no jwt_secret_file) nothing, and then: {NO_SECRET}")
                  if api.enabled else "api: off (enable it with [api] enabled = true)")
     lines.append(f"logging: {cfg.logging.level}, {cfg.logging.format}")
     if does_nothing(cfg):

@@ -1,9 +1,11 @@
 """[api]: the local HTTP API (transactions, node state, live events over WebSocket).
 
-Off unless enabled: the endpoint has operator actions. Tokens are HS256 JWTs signed with a secret
-that never sits in this file: the systemd credential ``api-jwt`` (``LoadCredential=`` in the unit,
-read from ``$CREDENTIALS_DIRECTORY``) or a file readable by its owner only (`jwt_secret_file`).
-Without a secret only ``/health``, ``/ready`` and the OpenAPI document answer.
+On by default, on loopback only: the endpoint has operator actions. Tokens are HS256 JWTs signed
+with a secret that never sits in this file: the systemd credential ``api-jwt`` (``LoadCredential=``
+in the unit, read from ``$CREDENTIALS_DIRECTORY``) or a file readable by its owner only
+(`jwt_secret_file`). Without a secret the API still starts: only ``/health``, ``/ready``, the
+OpenAPI document and the dashboard's page answer, every other route says how to make one
+(`NO_SECRET`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from pydantic import Field, IPvAnyAddress
 from gridnode.config.base import Section
 
 CREDENTIAL = "api-jwt"
+NO_SECRET = ("no JWT secret, so no token can be checked: make one with 'gridnode token secret "
+             "/etc/gridnode/api-jwt.secret', set [api] jwt_secret_file to it (or load it as the "
+             f"systemd credential {CREDENTIAL}) and restart; until then only /health, /ready, "
+             "/api/v1/openapi.json and the dashboard's page answer")
 
 
 class ApiConfig(Section):
-    enabled: bool = False
+    enabled: bool = True
     # Loopback by default: the endpoint has operator actions and is not meant for the LAN.
     bind: IPvAnyAddress = IPv4Address("127.0.0.1")
     port: int = Field(default=8080, ge=0, le=65535)

@@ -175,12 +175,24 @@ async def test_an_unexpected_error_is_a_500_whose_id_is_in_the_log(
         assert logged[0].gridnode_fields["error_id"] == doc["error_id"]   # type: ignore[attr-defined]
 
 
-async def test_without_a_secret_only_the_open_endpoints_answer(tmp_path: Path) -> None:
-    async with ApiNode(tmp_path, secret=False) as node:
-        assert (await node.call("GET", "/health")).status == 200
-        assert (await node.call("GET", "/api/v1/openapi.json")).status == 200
-        doc = problem(await node.call("GET", "/api/v1/meters", token=node.token()), 503)
-        assert doc["type"].endswith(":no-token-secret")
+async def test_by_default_the_api_starts_without_a_secret_and_says_how_to_make_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """[api] left at its defaults (on) and no secret anywhere: the node starts, the open
+    endpoints answer, every authenticated one says how to make the secret; one warning."""
+    with caplog.at_level(logging.WARNING, logger="gridnode.api.server"):
+        async with ApiNode(tmp_path, secret=False, api={"enabled": None}) as node:
+            assert node.config.api.enabled and node.notifier.listening_at_ready
+            for path in ("/health", "/ready", "/api/v1/openapi.json", "/"):
+                assert (await node.call("GET", path)).status == 200, path
+            for method, path in [("GET", "/api/v1/meters"), ("GET", "/metrics"),
+                                 ("POST", "/api/v1/transactions/create"),
+                                 ("POST", "/api/v1/login")]:
+                doc = problem(await node.call(method, path, token=node.token(),
+                                              body={"token": node.token()}), 503)
+                assert doc["type"].endswith(":no-token-secret"), doc
+                assert "gridnode token secret" in doc["detail"], doc
+    warned = [r for r in caplog.records if r.getMessage() == "api tokens disabled"]
+    assert len(warned) == 1
 
 
 async def test_the_openapi_document_has_every_route(tmp_path: Path) -> None:

@@ -120,6 +120,9 @@ def publish_all(pub: mqtt.Client, items: list[tuple[str, bytes]]) -> None:
 
 def _mqtt_config(tmp_path: Path, host: str, port: int, client_id: str, meter: str) -> str:
     return f"""
+[api]
+enabled = false
+
 [node]
 id = "mqtt-daemon-test"
 data_dir = "{tmp_path / 'state'}"
