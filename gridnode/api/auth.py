@@ -22,8 +22,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from gridnode.config import ConfigError, ConfigIssue
 from gridnode.config.api import CREDENTIAL, ApiConfig
 
@@ -102,11 +100,15 @@ def issue(secret: Secret, sub: str, role: Role, ttl_s: float, now: float | None 
     """A signed token for `sub` in `role`, valid for `ttl_s` seconds."""
     iat = int(time.time() if now is None else now)
     claims = {"sub": sub, "role": str(role), "iat": iat, "exp": iat + math.ceil(ttl_s)}
+    import jwt  # here, not at import: a node without a secret never needs it
+
     return jwt.encode(claims, secret.value, algorithm=ALGORITHM)
 
 
 def decode(secret: Secret, token: str, via_cookie: bool = False) -> Principal:
     """The principal of a valid token; TokenError says why a token is refused."""
+    import jwt  # here, not at import: a node without a secret never needs it
+
     try:
         claims: dict[str, Any] = jwt.decode(
             token, secret.value, algorithms=[ALGORITHM], leeway=LEEWAY_S,

@@ -38,7 +38,14 @@ def iso(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-class Request(BaseModel):
+class Model(BaseModel):
+    """Validators are built on a model's first use, not at import: a node that nobody queries
+    never pays for the ones it does not use."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Request(Model):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -75,14 +82,14 @@ class RetryRequest(Request):
                                      "transactions")
 
 
-class CreatedTransaction(BaseModel):
+class CreatedTransaction(Model):
     operation_id: int
     tx_type: str
     status: str
     created_at: datetime
 
 
-class TransactionStatus(BaseModel):
+class TransactionStatus(Model):
     operation_id: int
     operation_type: str = Field(description="the program the operation calls")
     tx_type: str
@@ -94,7 +101,7 @@ class TransactionStatus(BaseModel):
     confirmed_at: datetime | None
 
 
-class SignedAttempt(BaseModel):
+class SignedAttempt(Model):
     signature: str
     observed_status: str
     blockhash: str
@@ -109,7 +116,7 @@ class SignedAttempt(BaseModel):
     first_sent_at: datetime | None
 
 
-class HistoryItem(BaseModel):
+class HistoryItem(Model):
     at: datetime
     old_status: str | None
     new_status: str
@@ -117,7 +124,7 @@ class HistoryItem(BaseModel):
     details: Any = None
 
 
-class DecodedEvent(BaseModel):
+class DecodedEvent(Model):
     name: str
     program_id: str
     signature: str
@@ -136,7 +143,7 @@ class TransactionDetail(TransactionStatus):
                                        "transaction")
 
 
-class TransactionList(BaseModel):
+class TransactionList(Model):
     transactions: list[TransactionStatus]
     total: int
     page: int
@@ -149,14 +156,14 @@ class ListQuery(Query):
     offset: int = Field(default=0, ge=0, le=2**31)
 
 
-class RetryResult(BaseModel):
+class RetryResult(Model):
     success: bool
     attempts: int = Field(description="transactions signed for it so far, all retries counted")
     signature: str | None
     status: str
 
 
-class TransactionStats(BaseModel):
+class TransactionStats(Model):
     total_count: int
     pending_count: int = Field(description="created or pending")
     submitted_count: int = Field(description="signed, submitted or unknown: sent or about to "
@@ -170,33 +177,33 @@ class TransactionStats(BaseModel):
                                        "before anything ended")
 
 
-class BatchEntry(BaseModel):
+class BatchEntry(Model):
     operation_id: int
     status: str
 
 
-class BatchCreated(BaseModel):
+class BatchCreated(Model):
     batch_id: str
     transactions: list[BatchEntry]
 
 
 # -- node ------------------------------------------------------------------------------------
 
-class Health(BaseModel):
+class Health(Model):
     status: Literal["ok"]
     version: str
     node_id: str
     uptime_s: float
 
 
-class Ready(BaseModel):
+class Ready(Model):
     status: Literal["ready"]
     checks: dict[str, str]
     alerts: list[str] = Field(default_factory=list, description="the alerts raised now (GET "
                               "/api/v1/alerts has their details)")
 
 
-class MeterInfo(BaseModel):
+class MeterInfo(Model):
     meter_id: str
     source: str
     profile: str | None
@@ -219,7 +226,7 @@ class MeterInfo(BaseModel):
     last_error: str | None
 
 
-class MeterList(BaseModel):
+class MeterList(Model):
     meters: list[MeterInfo]
 
 
@@ -230,7 +237,7 @@ class IntervalQuery(Query):
     limit: int = Field(default=1000, ge=1, le=10000)
 
 
-class Interval(BaseModel):
+class Interval(Model):
     interval_start: int
     interval_end: int
     import_wh: int
@@ -239,14 +246,14 @@ class Interval(BaseModel):
     closed_at: datetime
 
 
-class IntervalList(BaseModel):
+class IntervalList(Model):
     meter_id: str
     from_: int = Field(serialization_alias="from")
     to: int
     intervals: list[Interval]
 
 
-class Endpoint(BaseModel):
+class Endpoint(Model):
     url: str
     healthy: bool
     slot: int | None
@@ -258,7 +265,7 @@ class Endpoint(BaseModel):
     last_error_age_s: float | None
 
 
-class ChainState(BaseModel):
+class ChainState(Model):
     configured: bool
     commitment: str | None = None
     endpoints: list[Endpoint] = Field(default_factory=list)
@@ -271,7 +278,7 @@ class FeeQuery(Query):
     tx_type: TxTypeName
 
 
-class FeeEstimate(BaseModel):
+class FeeEstimate(Model):
     tx_type: str
     compute_unit_price_micro_lamports: int = Field(description="what the node would bid now")
     compute_unit_limit: int
@@ -298,7 +305,7 @@ class EventsQuery(Query):
     operation_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
 
 
-class EventMessage(BaseModel):
+class EventMessage(Model):
     """One WebSocket text message: an event from the log."""
 
     id: int
@@ -309,7 +316,7 @@ class EventMessage(BaseModel):
     data: dict[str, Any]
 
 
-class AlertInfo(BaseModel):
+class AlertInfo(Model):
     name: str = Field(description="the rule: pending, confirmation_time, failure_rate, "
                       "rpc_down, settlement_queue, meter_stale or disk_low")
     state: str = Field(json_schema_extra={"enum": ["raised", "cleared"]})
@@ -320,7 +327,7 @@ class AlertInfo(BaseModel):
     changed_at: datetime
 
 
-class AlertList(BaseModel):
+class AlertList(Model):
     active: int = Field(description="how many are raised now")
     alerts: list[AlertInfo]
 
@@ -330,7 +337,7 @@ class Login(Request):
                        "issue; kept in an HttpOnly cookie")
 
 
-class Session(BaseModel):
+class Session(Model):
     authenticated: bool = Field(description="whether the dashboard's cookie holds a valid token")
     sub: str | None = None
     role: str | None = None

@@ -14,22 +14,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_core import ErrorDetails
 
+from gridnode.api.models import Model
 from gridnode.config.api import NO_SECRET
 
 CONTENT_TYPE = "application/problem+json"
 
 
-class FieldProblem(BaseModel):
+class FieldProblem(Model):
     pointer: str = Field(description="JSON pointer (RFC 6901) into the request; query "
                                      "parameters and headers as /query/<name>, /header/<name>")
     detail: str = Field(description="what is wrong with the value")
     allowed: str = Field(description="what the field accepts")
 
 
-class ProblemDoc(BaseModel):
+class ProblemDoc(Model):
     """An RFC 9457 problem document."""
 
     type: str
