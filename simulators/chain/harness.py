@@ -18,7 +18,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_status import InstructionErrorCustom
 
 from gridnode.chain.idl import ProgramIdl, load_idls
-from simulators.chain.svm import IDL_DIR, PROGRAMS_DIR, new_svm
+from simulators.chain.svm import IDL_DIR, PROGRAMS_DIR, execute, new_svm
 
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
 TOKEN_2022_PROGRAM = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
@@ -73,7 +73,7 @@ class Chain:
         payer = payer or signers[0]
         all_signers = [payer] + [s for s in signers if s.pubkey() != payer.pubkey()]
         msg = MessageV0.try_compile(payer.pubkey(), ixs, [], self.svm.latest_blockhash())
-        res = self.svm.send_transaction(VersionedTransaction(msg, all_signers))
+        res = execute(self.svm, VersionedTransaction(msg, all_signers))
         self.svm.expire_blockhash()
         if hasattr(res, "err"):
             tx_err = res.err()
@@ -370,6 +370,6 @@ class Scenario:
                 signers[m.pubkey] = self.pool[m.pubkey]
         svm = self.chain.svm
         msg = MessageV0.try_compile(payer.pubkey(), [ix], [], svm.latest_blockhash())
-        res = svm.send_transaction(VersionedTransaction(msg, list(signers.values())))
+        res = execute(svm, VersionedTransaction(msg, list(signers.values())))
         svm.expire_blockhash()
         return res

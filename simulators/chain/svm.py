@@ -10,13 +10,18 @@ works). LiteSVM ships the SPL Token, Token-2022 and Associated Token Account pro
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
+import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
 
 from gridnode.chain.idl import address_moves
 
@@ -39,6 +44,43 @@ def program_ids(idl_dir: Path = IDL_DIR, moved_to: Mapping[str, str | Pubkey] | 
     out = {name: Pubkey.from_string(idl["address"]) for name, idl in _idls(idl_dir).items()}
     out.update({name: Pubkey.from_string(str(pid)) for name, pid in (moved_to or {}).items()})
     return out
+
+
+_KEEP: list[mmap.mmap] = []       # the page that holds the code lives as long as the process
+
+
+def _x87_reset() -> Callable[[], None]:
+    """A function that runs ``fninit``: an empty x87 register stack, default control word.
+
+    No C library call empties the x87 stack (glibc's fesetenv keeps the tag word), so the two
+    instructions are placed in an executable page of their own.
+    """
+    if platform.machine() != "x86_64":
+        return lambda: None
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(b"\xdb\xe3\xc3")                      # fninit; ret
+    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    fninit = ctypes.CFUNCTYPE(None)(address)
+    _KEEP.append(page)
+    return fninit
+
+
+_reset_x87 = _x87_reset()
+
+
+def execute(svm: LiteSVM, tx: VersionedTransaction, *, simulate: bool = False) -> Any:
+    """Run (or simulate) `tx` in `svm`, then leave the x87 unit as C code expects it.
+
+    Executing the SPL Token programs in LiteSVM leaves values on the x87 register stack (status
+    word 0x41: invalid operation, stack fault). SQLite converts REAL literals in SQL text with
+    x87 long doubles, so it then reads ``SELECT 42.5`` as NaN and stores NULL even in a NOT NULL
+    column. The end-to-end tests run the localnet in the same process as a gridnode store, so
+    the stack is emptied after each run. (gridnode itself never loads LiteSVM.)
+    """
+    try:
+        return svm.simulate_transaction(tx) if simulate else svm.send_transaction(tx)
+    finally:
+        _reset_x87()
 
 
 _LDDW = 0x18

@@ -35,6 +35,7 @@ from simulators.chain.localnet.fees import (
     compute_budget,
     transaction_fee,
 )
+from simulators.chain.svm import execute
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ class Ledger:
         if pre[0] is not None and payer_balance < fee:
             self.dropped.add(item.signature)
             return None
-        result = self.svm.send_transaction(tx)
+        result = execute(self.svm, tx)
         if isinstance(result, FailedTransactionMetadata):
             err = encoding.transaction_error(result)
             if not landed(err):

@@ -33,6 +33,7 @@ from simulators.chain.localnet.ledger import (
     STATUS_CACHE_SLOTS,
     Ledger,
 )
+from simulators.chain.svm import execute
 
 API_VERSION = "2.1.21"
 FEATURE_SET = 1069218547
@@ -395,7 +396,7 @@ class RpcMethods:
         if not sig_verify:
             svm.with_sigverify(False)
         try:
-            result = svm.simulate_transaction(tx)
+            result = execute(svm, tx, simulate=True)
         finally:
             if not sig_verify:
                 svm.with_sigverify(True)
