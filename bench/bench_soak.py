@@ -282,7 +282,9 @@ async def pump_log(stream: asyncio.StreamReader, path: Path, counter: list[int])
 
 
 def config_text(run: Path, bootstrap: dict, modbus_port: int, meters: int, poll_s: float,
-                interval_minutes: int) -> str:
+                interval_minutes: int, api_port: int | None = None) -> str:
+    """gridnode's configuration: every section at its default except the addresses, the bus
+    and the interval length (the local API on a free port, so that runs can share a host)."""
     keys = bootstrap["keypairs"]
     meter_rows = "\n".join(
         f'[[meters.buses.meters]]\nmeter_id = "soak-{i:03d}"\nunit_id = {i}\n'
@@ -313,6 +315,9 @@ slave_switch_pause_ms = 0
 {meter_rows}
 [intervals]
 minutes = {interval_minutes}
+
+[api]
+port = {api_port or free_port()}
 """
 
 
@@ -445,8 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracemalloc", action="store_true",
                     help="--diagnose plus allocation sites (RSS then is not representative)")
     ap.add_argument("--keep", type=Path, default=None,
-                    help="run directory to keep (default: a temporary one, removed)")
+                    help="a new or empty directory for the run, kept afterwards (default: a "
+                         "temporary one, removed)")
     a = ap.parse_args(argv)
+    if a.keep is not None and a.keep.exists() and any(a.keep.iterdir()):
+        ap.error(f"--keep {a.keep}: not empty (a run needs fresh chain and node state)")
     if a.warmup_minutes is None:
         a.warmup_minutes = min(10.0, max(3.0, a.minutes / 6))
 
