@@ -14,13 +14,15 @@ operations of fifteen.
 
 It samples gridnode's VmRSS (its process only, not the simulators) every `--sample-s`, and
 prints RSS at the start of the measured window (after `--warmup-minutes`), at its end, the slope
-over that window by least squares (MB/min), bytes written to disk per stored reading
+over that window by least squares (MB/min), bytes written to disk per reading accepted
 (/proc/PID/io write_bytes; gridnode's log goes to a pipe, as under journald, so it is not counted),
 and how far the outbox kept up. Exit status 1 when the slope exceeds `--max-slope`.
 
-`--tracemalloc` runs gridnode under tracemalloc (its RSS is then not representative) and prints
-the allocation sites that grew most between the first and the last snapshot of the measured
-window, and the object types whose counts grew.
+`--diagnose` runs the same daemon with a thread beside it that samples what its RSS is made of
+(SQLite's heap, each glibc malloc heap with its free bytes, resident memory by kind of mapping,
+gc-tracked objects by type, subscriptions held by the websocket client) and prints how each
+changed over the measured window. `--tracemalloc` adds the Python allocation sites that grew most
+(the daemon's RSS is then not representative).
 
 Everything it started is stopped on exit, on Ctrl-C and on SIGTERM; the children also get SIGTERM
 from the kernel if this process dies without cleaning up.
@@ -213,13 +215,16 @@ def slope_per_min(samples: Sequence[tuple[float, float]]) -> float:
 
 
 def db_counts(db: Path) -> dict[str, int]:
-    """Stored readings, closed intervals and operations by status, read-only."""
+    """Readings accepted (the meters' counters, as last flushed), raw rows kept, closed
+    intervals and operations by status, read-only."""
     if not db.exists():
         return {}
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        out = {"readings": conn.execute("SELECT count(*) FROM readings").fetchone()[0],
-               "intervals": conn.execute("SELECT count(*) FROM intervals").fetchone()[0]}
+        q = conn.execute
+        out = {"readings": q("SELECT coalesce(sum(accepted), 0) FROM meter_health").fetchone()[0],
+               "raw_rows": q("SELECT count(*) FROM readings").fetchone()[0],
+               "intervals": q("SELECT count(*) FROM intervals").fetchone()[0]}
         for status, n in conn.execute("SELECT status, count(*) FROM operations GROUP BY status"):
             out[f"ops_{status}"] = n
         return out
@@ -418,7 +423,9 @@ async def soak(a: argparse.Namespace, run: Path) -> int:
               f"max {max(v for _, v in samples):.1f}")
         print(f"RSS slope over {a.minutes:g} min ({len(samples)} samples): {slope:+.4f} MB/min "
               f"(threshold {a.max_slope:g})")
-        print(f"readings stored in the window: {readings} ({readings / a.minutes:.0f}/min); "
+        raw = last_db.get("raw_rows", 0) - first["db"].get("raw_rows", 0)
+        print(f"readings accepted in the window: {readings} ({readings / a.minutes:.0f}/min; "
+              f"{raw} raw rows kept); "
               f"bytes written per reading: "
               f"{(wb - first['wb']) / readings if readings else float('nan'):,.0f} B; "
               f"log lines in the window: {end_lines - first['lines']}")
