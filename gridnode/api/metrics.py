@@ -7,30 +7,26 @@ SQLite commit latency (`Store.on_commit`), each a single `observe` call. What op
 through (status entries, outcomes, confirmation and submission times) is counted from the audit
 log through a cursor, so a scrape reads only the rows added since the previous one, whatever the
 size of the store.
+
+prometheus_client is imported on the first scrape (`gridnode.api.exposition` renders): a node
+nobody scrapes does not carry it. Until then the histograms are plain bucket counters here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-)
 
-from gridnode import __version__
 from gridnode.alerts import RULES, current
-from gridnode.store import transitions, views
+from gridnode.store import views
 
 if TYPE_CHECKING:
     from gridnode.api.server import ApiContext, Call
@@ -55,32 +51,40 @@ class Snapshot:
     alerts: dict[str, bool] = field(default_factory=dict)
 
 
+@dataclass
+class Buckets:
+    """A histogram's counts: one per upper bound (not cumulative), the sum and the count."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    sum: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)       # the last one is +Inf
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
 class Metrics:
-    """The API's registry: two instrumented histograms and a collector of everything else."""
+    """What the API measures between scrapes, and the scrape itself."""
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.rpc_latency = Histogram(
-            "gridnode_rpc_request_duration_seconds", "RPC requests by endpoint, answered or not",
-            ["endpoint"], buckets=RPC_BUCKETS, registry=self.registry)
-        self.commit_latency = Histogram(
-            "gridnode_store_commit_duration_seconds", "SQLite COMMIT of the single writer",
-            buckets=COMMIT_BUCKETS, registry=self.registry)
-        self.confirmation = Histogram(
-            "gridnode_transaction_confirmation_seconds", "submitted -> confirmed, per operation",
-            buckets=TX_BUCKETS, registry=self.registry)
-        self.submission = Histogram(
-            "gridnode_transaction_submission_seconds", "created -> first submitted, per "
-            "operation", buckets=TX_BUCKETS, registry=self.registry)
+        self.rpc_latency: defaultdict[str, Buckets] = defaultdict(lambda: Buckets(RPC_BUCKETS))
+        self.commit_latency = Buckets(COMMIT_BUCKETS)
+        self.confirmation = Buckets(TX_BUCKETS)
+        self.submission = Buckets(TX_BUCKETS)
         # Counted from the audit log through a cursor: each scrape reads only what is new.
         self.entries: Counter[tuple[str, str]] = Counter()
         self.finished: Counter[tuple[str, str]] = Counter()
         self._cursor = 0
         self._reading = asyncio.Lock()
         self.started_at = time.time()
-        self._snapshot: Snapshot | None = None
-        self.registry.register(self)
+        self._exposition: Any = None        # gridnode.api.exposition.Exposition, first scrape
 
     def attach(self) -> None:
         """Start the two measurements: the store's commits and the pipeline's RPC requests."""
@@ -96,7 +100,7 @@ class Metrics:
             pipeline.pool.observe = None
 
     def _observe_rpc(self, url: str, seconds: float) -> None:
-        self.rpc_latency.labels(endpoint(url)).observe(seconds)
+        self.rpc_latency[endpoint(url)].observe(seconds)
 
     async def _advance(self) -> None:
         """Count the operation status entries added to the audit log since the last scrape."""
@@ -116,46 +120,15 @@ class Metrics:
                 if len(batch) < views.ENTRIES_PAGE:
                     return
 
-    async def render(self) -> bytes:
-        """The exposition text of every series, reading the store now."""
+    async def render(self) -> tuple[bytes, str]:
+        """The exposition text of every series, reading the store now, and its content type."""
+        from gridnode.api.exposition import Exposition
+
         await self._advance()
         snap = await snapshot(self.ctx)
-        self._snapshot = snap            # no await from here on: scrapes cannot interleave
-        try:
-            return generate_latest(self.registry)
-        finally:
-            self._snapshot = None
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot
-        if snap is None:
-            return
-        yield from _node(self.ctx, self.started_at)
-        yield from _transactions(snap, self.entries, self.finished)
-        yield from _rpc(snap)
-        yield from _meters(snap)
-        store = GaugeMetricFamily("gridnode_store_size_bytes",
-                                  "the database with its WAL and shared-memory files")
-        store.add_metric([], snap.db_bytes)
-        yield store
-        queue = GaugeMetricFamily("gridnode_settlement_queue",
-                                  "settlements not yet settled or failed")
-        queue.add_metric([], snap.settlement_queue)
-        yield queue
-        problems = CounterMetricFamily("gridnode_api_problems_total",
-                                       "API answers that were problem documents, by code",
-                                       labels=["code"])
-        for code, n in sorted(self.ctx.problems.items()):
-            problems.add_metric([code], n)
-        yield problems
-        active = GaugeMetricFamily("gridnode_alert_active", "1 while the alert is raised",
-                                   labels=["alert"])
-        for name, raised in sorted(snap.alerts.items()):
-            active.add_metric([name], 1 if raised else 0)
-        yield active
+        if self._exposition is None:
+            self._exposition = Exposition(self)
+        return self._exposition.render(snap)      # no await: scrapes cannot interleave
 
 
 async def snapshot(ctx: ApiContext) -> Snapshot:
@@ -187,80 +160,7 @@ def _db_bytes(path: Path) -> int:
     return total
 
 
-def _node(ctx: ApiContext, started_at: float) -> Iterable[Metric]:
-    info = GaugeMetricFamily("gridnode_build_info", "always 1; the node's version and id",
-                             labels=["version", "node_id"])
-    info.add_metric([__version__, ctx.config.node.id], 1)
-    start = GaugeMetricFamily("gridnode_start_time_seconds", "when the API started (Unix time)")
-    start.add_metric([], started_at)
-    return [info, start]
-
-
-def _transactions(snap: Snapshot, entries: Counter[tuple[str, str]],
-                  ended: Counter[tuple[str, str]]) -> Iterable[Metric]:
-    total = CounterMetricFamily("gridnode_transactions_total",
-                                "operations that entered a status, by tx type",
-                                labels=["tx_type", "status"])
-    for (tx_type, status), n in sorted(entries.items()):
-        total.add_metric([tx_type, status], n)
-    depth = GaugeMetricFamily("gridnode_outbox_operations", "operations in each status now",
-                              labels=["status"])
-    for status in transitions.OPERATION_STATUSES:
-        depth.add_metric([status], snap.depth.get(status, 0))
-    finished = CounterMetricFamily(
-        "gridnode_transactions_finished_total",
-        "operations that ended (again after a retry): result, status, the chain's error",
-        labels=["result", "status", "error"])
-    for (status, error), n in sorted(ended.items()):
-        finished.add_metric(["success" if status == "finalized" else "failure", status, error],
-                            n)
-    return [total, depth, finished]
-
-
-def _rpc(snap: Snapshot) -> Iterable[Metric]:
-    up = GaugeMetricFamily("gridnode_rpc_up", "1 while the endpoint is healthy",
-                           labels=["endpoint"])
-    requests = CounterMetricFamily("gridnode_rpc_requests_total", "RPC requests",
-                                   labels=["endpoint"])
-    errors = CounterMetricFamily("gridnode_rpc_errors_total", "RPC requests that failed",
-                                 labels=["endpoint"])
-    lag = GaugeMetricFamily("gridnode_rpc_lag_slots", "slots behind the best endpoint",
-                            labels=["endpoint"])
-    for e in snap.endpoints:
-        url = endpoint(e.url)
-        up.add_metric([url], 1 if e.stats.healthy else 0)
-        requests.add_metric([url], e.stats.requests)
-        errors.add_metric([url], e.stats.errors)
-        lag.add_metric([url], e.stats.lag_slots)
-    return [up, requests, errors, lag]
-
-
-def _meters(snap: Snapshot) -> Iterable[Metric]:
-    polls = CounterMetricFamily("gridnode_meter_polls_total", "requests to the meter (polls "
-                                "or messages)", labels=["meter"])
-    errors = CounterMetricFamily("gridnode_meter_errors_total", "failed polls",
-                                 labels=["meter"])
-    accepted = CounterMetricFamily("gridnode_meter_readings_accepted_total",
-                                   "readings stored", labels=["meter"])
-    rejected = CounterMetricFamily("gridnode_meter_rejections_total",
-                                   "readings refused, by reason", labels=["meter", "reason"])
-    up = GaugeMetricFamily("gridnode_meter_up", "1 while the meter is online",
-                           labels=["meter"])
-    last = GaugeMetricFamily("gridnode_meter_last_reading_timestamp_seconds",
-                             "time of the latest stored reading (Unix)", labels=["meter"])
-    for m in snap.meters:
-        polls.add_metric([m.meter_id], m.requests or 0)
-        errors.add_metric([m.meter_id], m.errors or 0)
-        accepted.add_metric([m.meter_id], m.accepted or 0)
-        for reason, n in sorted(m.rejections.items()):
-            rejected.add_metric([m.meter_id, reason], n)
-        up.add_metric([m.meter_id], 1 if m.state == ONLINE else 0)
-        if m.read_at_ms is not None:
-            last.add_metric([m.meter_id], m.read_at_ms / 1000)
-    return [polls, errors, accepted, rejected, up, last]
-
-
 async def metrics(call: Call) -> web.StreamResponse:
     """Prometheus text exposition of the node's series (base units)."""
-    body = await call.ctx.metrics.render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body, content_type = await call.ctx.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})

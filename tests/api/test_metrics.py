@@ -4,6 +4,8 @@ parsed by prometheus_client's own parser, agrees with the store and the subsyste
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -136,3 +138,12 @@ async def test_metrics_need_a_node_wide_token(node: tuple[ApiNode, str]) -> None
     api, wallet = node
     problem(await api.call("GET", "/metrics"), 401)
     problem(await api.call("GET", "/metrics", token=api.token("user", wallet)), 403)
+
+
+def test_prometheus_client_is_loaded_by_the_first_scrape_not_by_the_api() -> None:
+    """A node nobody scrapes does not carry prometheus_client (about 1 MiB of RSS)."""
+    code = ("import sys, gridnode.daemon, gridnode.api.server, gridnode.api.routes, "
+            "gridnode.api.metrics; print('prometheus_client' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
