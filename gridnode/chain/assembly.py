@@ -85,7 +85,9 @@ def pack(ops: Iterable[PreparedOp], fee_payer: Keypair, max_ops: int) -> list[Ba
             continue
         key = ":".join([op.tx_type.name, *(str(k.pubkey()) for k in (op.signer, *op.cosigners))])
         cur = open_batches.get(key)
-        if cur is not None and len(cur.ops) < max_ops:
+        clash = cur is not None and op.distinct is not None and any(
+            o.distinct == op.distinct for o in cur.ops)   # the row's `distinct`: once per tx
+        if cur is not None and len(cur.ops) < max_ops and not clash:
             trial = Batch([*cur.ops, op])
             if tx_size(trial, fee_payer) <= PACKET_DATA_SIZE:
                 cur.ops.append(op)

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from solders.instruction import Instruction
+from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from gridnode.chain.rpc import RpcPool
 from gridnode.chain.signers import Signers
 from gridnode.chain.txtypes import (
+    ENERGY_MINT,
     MARKET,
     METER_OF_PAYLOAD,
     USER_OF_SIGNER,
@@ -29,6 +30,7 @@ from gridnode.chain.txtypes import (
     Ix,
     Pda,
     Read,
+    TokenAccount,
     TxType,
     tx_type,
 )
@@ -45,7 +47,9 @@ from gridnode.store.operations import Operation
 
 SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
-WELL_KNOWN = {"system": SYSTEM_PROGRAM, "token": TOKEN_PROGRAM}
+ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+WELL_KNOWN = {"system": SYSTEM_PROGRAM, "token": TOKEN_PROGRAM, "ata": ATA_PROGRAM}
+TOKEN_ACCOUNT_SIZE = 165
 
 # Borsh enum arguments: payload spelling -> IDL variant name.
 ENUM_ARGS = {
@@ -64,6 +68,7 @@ class PreparedOp:
     instructions: list[Instruction]
     writable: list[Pubkey]
     cosigners: list[Keypair] = field(default_factory=list)
+    distinct: str | None = None     # the row's `distinct` payload value: once per transaction
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,23 @@ class Refused:
 
     op_id: int
     error: OperationInvalid
+
+
+def associated_token_address(owner: Pubkey, mint: Pubkey) -> Pubkey:
+    """The owner's associated token account of `mint` (classic SPL Token)."""
+    return Pubkey.find_program_address([bytes(owner), bytes(TOKEN_PROGRAM), bytes(mint)],
+                                       ATA_PROGRAM)[0]
+
+
+def create_associated_token_account_idempotent(payer: Pubkey, owner: Pubkey,
+                                               mint: Pubkey) -> Instruction:
+    """The ATA program's CreateIdempotent (1): creates the account, or does nothing when it
+    already exists with that owner and mint (so a race with another creator cannot fail us)."""
+    return Instruction(ATA_PROGRAM, bytes([1]), [
+        AccountMeta(payer, True, True),
+        AccountMeta(associated_token_address(owner, mint), False, True),
+        AccountMeta(owner, False, False), AccountMeta(mint, False, False),
+        AccountMeta(SYSTEM_PROGRAM, False, False), AccountMeta(TOKEN_PROGRAM, False, False)])
 
 
 @dataclass
@@ -109,11 +131,14 @@ class InstructionBuilder:
             if isinstance(seed, bytes):
                 seeds.append(seed)
                 continue
-            val = self._value(seed.removeprefix("u64le:"), payload, signer, ctx or {})
+            source = seed.removeprefix("u64le:").removeprefix("key:")
+            val = self._value(source, payload, signer, ctx or {})
             if val is None:
                 raise ValueError(f"no value for seed {seed!r} of {pda}")
             if seed.startswith("u64le:"):
                 seeds.append(struct.pack("<Q", int(val)))
+            elif seed.startswith("key:"):
+                seeds.append(bytes(val if isinstance(val, Pubkey) else Pubkey.from_string(str(val))))
             else:
                 seeds.append(bytes(val) if isinstance(val, Pubkey) else str(val).encode())
         return Pubkey.find_program_address(seeds, self.program_id(pda.program))[0]
@@ -137,7 +162,8 @@ class InstructionBuilder:
             if alt == "program.self":
                 return self.program_id(ix.program)
             if alt.startswith("program."):
-                return WELL_KNOWN[alt[8:]]
+                name = alt[8:]
+                return WELL_KNOWN[name] if name in WELL_KNOWN else self.program_id(name)
             val = self._value(alt, payload, signer, ctx)
             if val is not None:
                 return val if isinstance(val, Pubkey) else Pubkey.from_string(str(val))
@@ -247,6 +273,41 @@ class InstructionBuilder:
                 ctx[reader] = balance
         return ctx
 
+    async def _token_accounts(self, tx_type: TxType, payload: Payload, signer: Pubkey,
+                              ctx: dict[str, Any]) -> list[Instruction]:
+        """CreateIdempotent for each of the row's GRID token accounts that does not exist yet
+        (one read for all of them); an absent account that is not its owner's associated
+        account cannot be created here: invalid input, named."""
+        if not tx_type.token_accounts:
+            return []
+        mint = self.pda(ENERGY_MINT)
+        wanted: list[tuple[TokenAccount, Pubkey, Pubkey]] = []
+        for ta in tx_type.token_accounts:
+            account = self._pubkey(ta.account, payload, signer, ctx)
+            owner = self._pubkey(ta.owner, payload, signer, ctx)
+            wanted.append((ta, account, owner))
+        datas = await self.pool.account_data([a for _, a, _ in wanted])
+        out: list[Instruction] = []
+        for (ta, account, owner), data in zip(wanted, datas, strict=True):
+            if data is not None:
+                continue
+            if account != associated_token_address(owner, mint):
+                raise InvalidInput(
+                    "no_token_account",
+                    f"token account {account} ({ta.account}) does not exist and is not the "
+                    f"associated GRID token account of {owner}; create it, or name "
+                    f"{associated_token_address(owner, mint)}",
+                    field=ta.account.removeprefix("payload."))
+            out.append(create_associated_token_account_idempotent(signer, owner, mint))
+        return out
+
+    def _pubkey(self, source: str, payload: Payload, signer: Pubkey,
+                ctx: dict[str, Any]) -> Pubkey:
+        val = self._value(source, payload, signer, ctx)
+        if val is None:
+            raise InvalidInput("missing_account", f"no value for {source!r}")
+        return val if isinstance(val, Pubkey) else Pubkey.from_string(str(val))
+
     # -- the entry point ---------------------------------------------------------------------
     async def prepare_many(self, ops: Sequence[Operation]) -> tuple[list[PreparedOp],
                                                                     list[Refused]]:
@@ -291,7 +352,7 @@ class InstructionBuilder:
         if Check.SIGNER_ACTIVE in tx_type.checks:
             await self._user_active(signer)
         ctx = await self._read_ctx(tx_type, payload)
-        ixs: list[Instruction] = []
+        ixs: list[Instruction] = await self._token_accounts(tx_type, payload, signer, ctx)
         cosigners: list[Keypair] = []
         for ix in tx_type.instructions_for(payload):
             if ix.when and not getattr(self.settings, ix.when):
@@ -307,4 +368,5 @@ class InstructionBuilder:
             ixs.append(self.idls[ix.program].instruction(ix.name, args=args, accounts=accounts))
         writable = list(dict.fromkeys(
             m.pubkey for i in ixs for m in i.accounts if m.is_writable and m.pubkey != signer))
-        return PreparedOp(op_id, tx_type, kp, ixs, writable, cosigners)
+        distinct = None if tx_type.distinct is None else str(payload.get(tx_type.distinct))
+        return PreparedOp(op_id, tx_type, kp, ixs, writable, cosigners, distinct)

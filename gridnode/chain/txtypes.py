@@ -8,7 +8,7 @@ Adding a tx type is exactly:
        it batches, the program errors that mean "rebuild", and the payload fields that make its
        idempotency key;
     3. tests: the model's checks (tests/chain/test_validation.py) and the type landing on the
-       localnet (tests/e2e/test_tx_types.py).
+       localnet (tests/e2e/test_tx_types.py, tests/e2e/test_trade_types.py).
 Nothing else changes: a producer builds the model and enqueues `new_operation(model)` with
 gridnode.store.operations.add; the builder, the submitter and the monitor read the row. The
 name appears only in its row.
@@ -16,11 +16,26 @@ name appears only in its row.
 Sources used in the rows:
     "payload.<key>"       a payload field (pubkeys as base58 strings)
     "signer"              the pubkey of the signing key
-    "program.<name>"      a well-known program id ("system", "token", "self" = the called program)
-    Pda(program, seeds)   a PDA; seeds are bytes constants or sources, "u64le:<ctx>" packs a value
+    "program.<name>"      a program id: well-known ("system", "token", "ata"), "self" = the called
+                          program, or one of the five by IDL name ("registry", ...)
+    Pda(program, seeds)   a PDA; seeds are bytes constants or sources, "u64le:<ctx>" packs a value,
+                          "key:<source>" is the 32 bytes of a base58 pubkey (a payload address)
     "ctx.<name>"          a value read from chain just before building by the `Read` of that name
                           (gridnode.chain.instructions.InstructionBuilder reads it)
     "a|b"                 the first source that is present (optional accounts: "|program.self")
+
+Outcomes a row declares as data (the outbox applies them to every type alike):
+    rebuild_on      program errors after which the chain state the instructions were built from
+                    has moved: re-read and rebuild (the order PDA index)
+    done_on         program errors that say the operation's effect is already on chain (the trade
+                    is settled, there is nothing left to mint, the pair's trade record exists):
+                    the operation ends `finalized` without a transaction of its own, with the
+                    meaning as its reason - neither a failure nor something to retry
+    token_accounts  GRID token accounts the instructions need: an absent one that is its
+                    owner's associated token account is created (idempotently) in the same
+                    transaction, paid by the signer; an absent other account is invalid input
+    distinct        a payload field whose value may appear only once per transaction (a meter's
+                    second mint in the same transaction would find nothing left and fail the batch)
 """
 
 from __future__ import annotations
@@ -36,13 +51,16 @@ from pydantic import ValidationError
 from gridnode.chain.validation import (
     ErcIssuancePayload,
     ErcValidationPayload,
+    GridMintingPayload,
     InvalidInput,
     MarketClearingPayload,
+    MatchOrdersPayload,
     MeterReadingPayload,
     MeterRegistrationPayload,
     OrderCancelPayload,
     OrderCreationPayload,
     Payload,
+    SettleTradePayload,
     TokenMintingPayload,
     TokenTransferPayload,
     TooOld,
@@ -76,6 +94,14 @@ class Read(StrEnum):
     FROM_BALANCE = "from_balance"                  # payload.from_token_account holds the amount
 
 
+@dataclass(frozen=True)
+class TokenAccount:
+    """A GRID token account an instruction needs: its source and the source of its owner."""
+
+    account: str
+    owner: str
+
+
 class Check(StrEnum):
     """Business rules checked on chain before building (failing: stays pending, re-checked)."""
 
@@ -96,6 +122,9 @@ class TxType:
     rebuild_on: frozenset[int] = frozenset()  # program error codes that mean "re-read, rebuild"
     key: tuple[str, ...] = ()        # payload fields of the idempotency key, after the name
     aged_by: str | None = None       # payload field (Unix s): older than outbox.max_age -> parked
+    done_on: Mapping[int, str] = field(default_factory=dict)  # error code -> why it is done
+    token_accounts: tuple[TokenAccount, ...] = ()  # created when absent (associated accounts)
+    distinct: str | None = None      # payload field: one value per transaction
 
     def parse(self, raw: Mapping[str, Any]) -> Payload:
         """The stored payload as this type's model; InvalidInput names the field and the rule."""
@@ -147,6 +176,8 @@ ENERGY_MINT = Pda("energy_token", (b"mint",))
 USER_OF_SIGNER = Pda("registry", (b"user", "signer"))
 METER_OF_PAYLOAD = Pda("registry", (b"meter", "payload.meter_id"))
 ERC_OF_PAYLOAD = Pda("governance", (b"erc_certificate", "payload.certificate_id"))
+TRADE_OF_PAYLOAD = Pda("trading", (b"trade", "key:payload.buy_order", "key:payload.sell_order"))
+SETTLEMENT_OF_PAYLOAD = Pda("trading", (b"settlement", "key:payload.trade_record"))
 
 _ORDER_ACCOUNTS: dict[str, str | Pda] = {
     "market": MARKET,
@@ -285,6 +316,60 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
                          "erc_certificate": ERC_OF_PAYLOAD,
                          "meter_account": METER_OF_PAYLOAD,
                          "authority": "signer", "system_program": "program.system"}),
+        ),
+    ),
+    TxType(
+        name="grid_minting",
+        payload=GridMintingPayload,
+        signer="payload.owner",
+        batchable=True,
+        distinct="meter_id",
+        key=("meter_id", "interval_end"),
+        token_accounts=(TokenAccount("payload.token_account", "payload.owner"),),
+        # mint_grid_tokens mints the meter's WHOLE unsettled balance: a mint of an earlier
+        # interval that landed later took this interval's energy too (registry 6006 by CPI)
+        done_on={6006: "nothing left to mint: the meter's registry balance is already settled",
+                 6004: "nothing left to mint: the meter's registry balance is already settled"},
+        instructions=(
+            Ix("energy_token", "mint_grid_tokens", args={},
+               accounts={"token_info": TOKEN_INFO, "mint": ENERGY_MINT,
+                         "meter_account": METER_OF_PAYLOAD,
+                         "user_token_account": "payload.token_account", "meter_owner": "signer",
+                         "token_program": "program.token", "registry_program": "program.registry",
+                         "system_program": "program.system"}),
+        ),
+    ),
+    TxType(
+        name="match_orders",
+        payload=MatchOrdersPayload,
+        signer="authority",
+        batchable=True,
+        key=("buy_order", "sell_order", "epoch"),
+        # the trade record PDA ["trade", buy, sell] exists: this pair is already matched
+        done_on={0: "the trade record of this pair exists: the orders are already matched"},
+        instructions=(
+            Ix("trading", "match_orders", args={"match_amount": "payload.amount"},
+               accounts={"market": MARKET, "buy_order": "payload.buy_order",
+                         "sell_order": "payload.sell_order", "trade_record": TRADE_OF_PAYLOAD,
+                         "authority": "signer", "system_program": "program.system"}),
+        ),
+    ),
+    TxType(
+        name="settle_trade",
+        payload=SettleTradePayload,
+        signer="payload.signer",
+        batchable=True,
+        key=("trade_record",),
+        token_accounts=(TokenAccount("payload.buyer_token_account", "payload.buyer"),),
+        done_on={6016: "the trade is already settled (its settlement marker exists)"},
+        instructions=(
+            Ix("trading", "settle_trade", args={},
+               accounts={"trade_record": "payload.trade_record",
+                         "settlement": SETTLEMENT_OF_PAYLOAD, "mint": ENERGY_MINT,
+                         "seller_token_account": "payload.seller_token_account",
+                         "buyer_token_account": "payload.buyer_token_account",
+                         "authority": "signer", "token_program": "program.token",
+                         "system_program": "program.system"}),
         ),
     ),
     TxType(

@@ -153,6 +153,43 @@ class ErcValidationPayload(Payload):
     certificate_id: str
 
 
+class GridMintingPayload(MeterIdMixin):
+    """Mint the meter's whole unsettled registry balance as GRID to the owner's token account
+    (energy_token mint_grid_tokens); one per meter and closed interval."""
+
+    owner: Base58Pubkey
+    token_account: Base58Pubkey
+    interval_end: I64
+
+
+class MatchOrdersPayload(Payload):
+    """Match a buy and a sell order for `amount` Wh (trading match_orders, market authority)."""
+
+    buy_order: Base58Pubkey
+    sell_order: Base58Pubkey
+    amount: Annotated[int, Field(gt=0, le=2**64 - 1)]
+    epoch: I64
+
+    @field_validator("sell_order")
+    @classmethod
+    def _distinct(cls, v: str, info: Any) -> str:
+        if v == info.data.get("buy_order"):
+            raise ValueError("sell_order must differ from buy_order")
+        return v
+
+
+class SettleTradePayload(Payload):
+    """Move a matched trade's energy from seller to buyer (trading settle_trade), signed by the
+    seller itself or by the key the seller approved as SPL delegate of its GRID account."""
+
+    trade_record: Base58Pubkey
+    seller: Base58Pubkey
+    buyer: Base58Pubkey
+    seller_token_account: Base58Pubkey
+    buyer_token_account: Base58Pubkey
+    signer: Base58Pubkey
+
+
 def enum_name(value: Any) -> str:
     """The variant name of a decoded Borsh enum, whatever shape the decoder gives it."""
     if isinstance(value, str):

@@ -175,6 +175,10 @@ class Monitor:
             details.update(error=f.describe(), signature=s)
             row = TX_TYPES.get(tx_type)
             rebuild = row.rebuild_on if row is not None else frozenset()
+            meaning = row.done_on.get(f.code, "") if row is not None and f.code is not None else ""
+            if mine and f.kind is FailureKind.PROGRAM and meaning:
+                await self.recovery.done(tx, op_id, meaning, f.describe(), details)
+                return
             if mine and f.kind is FailureKind.PROGRAM:
                 if f.code is not None and f.code in rebuild:
                     await self.recovery.resign(tx, op_id, "rebuild", f"{f.describe()}: rebuild",

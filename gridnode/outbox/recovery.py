@@ -40,6 +40,14 @@ class Recovery:
                               last_error=reason)
         await operations.clear_recovery(tx, op_id)
 
+    async def done(self, tx: WriteTx, op_id: int, meaning: str, error: str,
+                   details: dict[str, Any]) -> None:
+        """The program says the operation's effect is already on chain (the row's `done_on`):
+        it ends finalized with that meaning as its reason, neither failed nor retried."""
+        await operations.move(tx, op_id, "finalized", reason=f"already on chain: {meaning}",
+                              details={**details, "already_done": error})
+        await operations.clear_recovery(tx, op_id)
+
     async def retry_pending(self, tx: WriteTx, op_id: int, kind: str, error: str, delay_s: float,
                             details: dict[str, Any] | None = None) -> bool:
         """A pending operation failed before signing: try again after `delay_s`, or park it."""

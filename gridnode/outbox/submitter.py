@@ -165,9 +165,17 @@ class Submitter:
                 culprit = batch.op_at(failure.ix_index) if failure.ix_index is not None else None
                 if culprit is not None and failure.kind is FailureKind.PROGRAM:
                     text = f"simulation: {failure.describe()}"
-                    kind = "rebuild" if failure.code in culprit.tx_type.rebuild_on else "simulation_failed"
-                    await self._retry_ops([culprit], kind, text, delay_s=0.2)
-                    log.info("operation failed simulation", op_id=culprit.op_id, error=text)
+                    meaning = culprit.tx_type.done_on.get(failure.code, "") \
+                        if failure.code is not None else ""
+                    if meaning:
+                        async with self.store.write() as tx:
+                            await self.recovery.done(tx, culprit.op_id, meaning, text, {})
+                        log.info("operation already done", op_id=culprit.op_id, why=meaning)
+                    else:
+                        kind = ("rebuild" if failure.code in culprit.tx_type.rebuild_on
+                                else "simulation_failed")
+                        await self._retry_ops([culprit], kind, text, delay_s=0.2)
+                        log.info("operation failed simulation", op_id=culprit.op_id, error=text)
                     batch = Batch([o for o in batch.ops if o is not culprit])
                     continue
                 if failure.kind is FailureKind.COMPUTE and len(batch.ops) > 1:

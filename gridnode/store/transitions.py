@@ -30,7 +30,8 @@ _LANDED: Final = ("confirmed", "finalized", "failed")
 
 OPERATION_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "created": frozenset({"pending"}),         # submitted by its client
-    "pending": frozenset({"signed", "parked", "failed"}),
+    # pending -> finalized: the program says its effect is already on chain (a tx type's done_on)
+    "pending": frozenset({"signed", "parked", "failed", "finalized"}),
     "signed": frozenset({"submitted", "unknown", "expired", *_LANDED}),
     "submitted": frozenset({"unknown", "expired", *_LANDED}),
     "unknown": frozenset({"submitted", "expired", *_LANDED}),

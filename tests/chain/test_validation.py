@@ -114,3 +114,72 @@ def test_percentile() -> None:
     assert percentile([10, 20, 30, 40], 75) == 30
     assert percentile([10, 20, 30, 40], 100) == 40
     assert percentile([5], 50) == 5
+
+
+# -- the trade types (issue 14): grid_minting, match_orders, settle_trade ----------------------
+K = [str(Pubkey.new_unique()) for _ in range(6)]
+MINT = {"meter_id": "pv-1", "owner": K[0], "token_account": K[1], "interval_end": 1_700_000_900}
+MATCH = {"buy_order": K[0], "sell_order": K[1], "amount": 500, "epoch": 1_700_000_900}
+SETTLE = {"trade_record": K[0], "seller": K[1], "buyer": K[2], "seller_token_account": K[3],
+          "buyer_token_account": K[4], "signer": K[5]}
+
+
+def test_trade_payloads_parse_and_name_their_operations() -> None:
+    from gridnode.chain.validation import (
+        GridMintingPayload,
+        MatchOrdersPayload,
+        SettleTradePayload,
+    )
+    mint = tx_type("grid_minting").parse(MINT)
+    assert isinstance(mint, GridMintingPayload)
+    assert new_operation(mint).idempotency_key == "grid_minting:pv-1:1700000900"
+    match = tx_type("match_orders").parse(MATCH)
+    assert isinstance(match, MatchOrdersPayload)
+    assert new_operation(match).idempotency_key == f"match_orders:{K[0]}:{K[1]}:1700000900"
+    settle = tx_type("settle_trade").parse(SETTLE)
+    assert isinstance(settle, SettleTradePayload)
+    assert new_operation(settle).idempotency_key == f"settle_trade:{K[0]}"
+    # who signs: the meter's owner, the market authority, the payload's signer
+    assert [TX_TYPES[n].signer for n in ("grid_minting", "match_orders", "settle_trade")] == [
+        "payload.owner", "authority", "payload.signer"]
+
+
+@pytest.mark.parametrize(("name", "base", "change", "field"), [
+    ("grid_minting", MINT, {"meter_id": ""}, "meter_id"),
+    ("grid_minting", MINT, {"owner": "0OIl"}, "owner"),
+    ("grid_minting", MINT, {"token_account": None}, "token_account"),
+    ("grid_minting", MINT, {"interval_end": 2**63}, "interval_end"),
+    ("match_orders", MATCH, {"amount": 0}, "amount"),
+    ("match_orders", MATCH, {"amount": 2**64}, "amount"),
+    ("match_orders", MATCH, {"sell_order": K[0]}, "sell_order"),
+    ("match_orders", MATCH, {"buy_order": "short"}, "buy_order"),
+    ("settle_trade", SETTLE, {"trade_record": "x"}, "trade_record"),
+    ("settle_trade", SETTLE, {"signer": None}, "signer"),
+    ("settle_trade", SETTLE, {"buyer_token_account": 7}, "buyer_token_account"),
+])
+def test_bad_trade_payloads_name_the_field(name: str, base: dict, change: dict, field: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        tx_type(name).parse({**base, **change})
+    assert err.value.details["field"] == field
+
+
+def test_missing_trade_fields_are_named() -> None:
+    for name, base in (("grid_minting", MINT), ("match_orders", MATCH), ("settle_trade", SETTLE)):
+        for field in base:
+            with pytest.raises(InvalidInput) as err:
+                tx_type(name).parse({k: v for k, v in base.items() if k != field})
+            assert err.value.details["field"] == field, (name, field)
+
+
+def test_outcomes_the_trade_rows_declare() -> None:
+    """What ends an operation as already done is data in its row: NoUnsettledBalance (registry
+    6006 through the CPI, energy_token 6004), the trade record that exists (system 0),
+    TradeAlreadySettled (6016); a meter's mints never share a transaction."""
+    mint, match, settle = (TX_TYPES[n] for n in ("grid_minting", "match_orders", "settle_trade"))
+    assert set(mint.done_on) == {6006, 6004} and mint.distinct == "meter_id"
+    assert set(match.done_on) == {0}
+    assert set(settle.done_on) == {6016}
+    assert [t.account for t in settle.token_accounts] == ["payload.buyer_token_account"]
+    assert [t.account for t in mint.token_accounts] == ["payload.token_account"]
+    for row in TX_TYPES.values():     # a code that means "done" never also means "rebuild"
+        assert not set(row.done_on) & row.rebuild_on, row.name
