@@ -88,6 +88,12 @@ def build_subsystems(config: GridnodeConfig, store: Store,
         builders.append(lambda: _pipeline(config, store, keys))
     if config.alerts.enabled:   # whether or not the API runs; it reads what the others do
         builders.append(lambda: AlertsSubsystem(config.alerts, store, subsystems))
+    if config.storage.min_free_mb > 0:
+        from gridnode.store.diskguard import DiskGuard
+        builders.append(lambda: DiskGuard(config.storage, store, subsystems))
+    if config.publish.mqtt.enabled:
+        from gridnode.deliveries.homeassistant import HomeAssistant
+        builders.append(lambda: HomeAssistant.from_config(config, store, subsystems))
     if config.api.enabled:      # built last: it serves what the others do
         from gridnode.api import ApiServer
         builders.append(lambda: ApiServer.from_config(config, store, subsystems))

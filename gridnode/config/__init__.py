@@ -27,7 +27,9 @@ from gridnode.config.logging import LoggingConfig
 from gridnode.config.meters import MetersConfig, MqttMeter
 from gridnode.config.node import NodeConfig
 from gridnode.config.outbox import OutboxConfig
+from gridnode.config.publish import PublishConfig
 from gridnode.config.retention import RetentionConfig
+from gridnode.config.storage import StorageConfig
 from gridnode.config.upstream import UpstreamConfig
 from gridnode.meters.payloads import FORMATS
 
@@ -46,6 +48,8 @@ class GridnodeConfig(Section):
     api: ApiConfig = Field(default_factory=ApiConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     _source: str = PrivateAttr(default="<config>")
 

@@ -149,7 +149,9 @@ class MqttMeter(Section):
         return self
 
 
-class MqttConfig(Section):
+class MqttBroker(Section):
+    """How to reach an MQTT broker: the connection part of [meters.mqtt] and [publish.mqtt]."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     tls: bool = False
@@ -161,10 +163,9 @@ class MqttConfig(Section):
     client_id: str = Field(default="", max_length=64)   # empty: derived from node.id
     keepalive_s: int = Field(default=60, ge=5, le=3600)
     reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
-    meters: list[MqttMeter] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _tls_files_need_tls(self) -> MqttConfig:
+    def _tls_files_need_tls(self) -> MqttBroker:
         unused = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k) is not None]
         if unused and not self.tls:
             raise ValueError(f"tls = true when {', '.join(unused)} is given (without TLS the "
@@ -172,6 +173,10 @@ class MqttConfig(Section):
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("cert_file with key_file (the key of a client certificate)")
         return self
+
+
+class MqttConfig(MqttBroker):
+    meters: list[MqttMeter] = Field(default_factory=list)
 
 
 class MetersConfig(Section):

@@ -18,7 +18,8 @@ reading that is not kept still passes the interval builder; its builder state is
 the next transaction that writes anything for that meter, at the `health_flush_s` cadence, and
 at shutdown. A reading with an ack always has its state committed before the ack, so an
 acknowledged message's effect (a delta meter's energy) is never lost. After a crash the builder
-resumes from the last written state: the next reading's counter delta covers the gap.
+resumes from the last written state: the next reading's counter delta covers the gap. While
+the disk guard holds them back (`keep_raw` False) no raw row is kept at all.
 
 When the storage is full the batch is kept and retried with backoff (logged once when it starts
 and once when it ends); the in-memory state stays valid because nothing after the batch is
@@ -52,6 +53,8 @@ STORAGE_RETRY_MAX_S = 30.0
 
 Ack = Callable[[bool], None]
 """Told once whether what a source handed over is durable (True) or must come again (False)."""
+Listener = Callable[[Reading, dict[str, Any]], None]
+"""Told, after its commit, of each accepted reading with its meter's builder state (offsets)."""
 
 
 @dataclass(slots=True)
@@ -131,6 +134,9 @@ class Recorder:
                                     "retried", "storage writable again: meter readings stored",
                                     level="error")
         self._refusing = False
+        # False while the disk guard holds raw rows back (intervals are still written)
+        self.keep_raw = True
+        self.listeners: list[Listener] = []     # non-blocking: they only note the values
 
     # -- startup -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -258,6 +264,9 @@ class Recorder:
         iv = self.interval_s
         crossed = prev is None or r.read_at_ms // 1000 // iv > prev // 1000 // iv
         out: list[Reading] = []
+        if not self.keep_raw:
+            m.held = None
+            return out
         if crossed and m.held is not None:
             out.append(m.held)
         if (crossed or reset or self.raw_every_s <= 0 or m.kept_at_ms is None
@@ -385,6 +394,7 @@ class Recorder:
                      import_wh=iv.import_wh, export_wh=iv.export_wh, backfilled=iv.backfilled,
                      op_id=op_id)
         if writes:
+            self._tell_listeners(writes)
             self.stored_readings += len(writes)
             self.raw_rows += sum(len(w.raw) for w in writes)
             self.progress_at = time.monotonic()
@@ -394,6 +404,15 @@ class Recorder:
         for w in batch:
             _tell(w.ack, True)
         return True
+
+    def _tell_listeners(self, writes: list[_Write]) -> None:
+        for fn in self.listeners:
+            for w in writes:
+                assert w.reading is not None and w.state is not None
+                try:
+                    fn(w.reading, w.state)
+                except Exception as e:      # a listener's bug must not stop the writer
+                    log.error("reading listener failed", error=repr(e))
 
     def _storage_full(self, e: StorageFull, readings: int) -> None:
         self.storage_errors += 1

@@ -133,6 +133,7 @@ def test_the_daemon_waits_out_a_really_full_disk(small_tmpfs: Path, tmp_path: Pa
     tag = uuid.uuid4().hex[:8]
     topic = f"tmpfs-{tag}/meter"
     config = _mqtt_config(small_tmpfs, host, port, f"gridnode-tmpfs-{tag}", generic_meter(topic))
+    config += "\n[storage]\nmin_free_mb = 0   # the recorder's own full-disk path, unguarded\n"
     node = Node(tmp_path, config)
     node.db = small_tmpfs / "state" / "gridnode.db"
     t0 = (int(time.time()) - 7200) * 1000
