@@ -32,6 +32,9 @@ class EventType(StrEnum):
     # name, value, threshold, detail (gridnode.store.alerts)
     ALERT_RAISED = "alert.raised"
     ALERT_CLEARED = "alert.cleared"
+    # the settlement row's fields (gridnode.store.settlements.Settlement)
+    SETTLEMENT_COMPLETED = "settlement.completed"
+    SETTLEMENT_DEFAULTED = "settlement.defaulted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,12 +70,19 @@ ATTEMPT_SENDABLE: Final = frozenset({"unsent", "sent"})
 # Can never land any more.
 ATTEMPT_DEAD: Final = frozenset({"failed", "expired"})
 
+# A matched trade with a local seller (gridnode.settlement): queued with its settle_trade
+# operation, submitted once that is signed, settled when it is finalized; defaulted when it can
+# never succeed within the recovery budget; an operator retries (queued) or writes it off.
+SETTLEMENT_STATUSES: Final = ("queued", "submitted", "settled", "defaulted", "written_off")
 SETTLEMENT_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    "matched": frozenset({"settling", "failed"}),
-    "settling": frozenset({"settled", "failed", "matched"}),
+    "queued": frozenset({"submitted", "defaulted"}),
+    "submitted": frozenset({"settled", "defaulted"}),
     "settled": frozenset(),
-    "failed": frozenset({"matched"}),
+    "defaulted": frozenset({"queued", "written_off"}),   # operator only
+    "written_off": frozenset(),
 }
+# Settlements the node still works on (the alert's "settlement queue").
+SETTLEMENT_QUEUE: Final = frozenset({"queued", "submitted"})
 
 UPSTREAM_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "pending": frozenset({"delivered", "retrying", "rejected"}),

@@ -277,9 +277,9 @@ def error_kind(err: str | None) -> str:
 
 
 async def settlement_queue(db: _Reads) -> int:
-    """Settlements not yet in a final state (0 while nothing settles)."""
+    """Settlements the node still works on (queued or submitted; 0 while nothing settles)."""
     row = await db.fetchone(
-        "SELECT count(*) FROM settlements WHERE status NOT IN ('settled', 'failed')")
+        "SELECT count(*) FROM settlements WHERE status IN ('queued', 'submitted')")
     return int(row[0]) if row is not None else 0
 
 
