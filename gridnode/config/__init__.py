@@ -24,6 +24,7 @@ from gridnode.config.chain import ChainConfig
 from gridnode.config.intervals import IntervalsConfig
 from gridnode.config.keys import KeysConfig
 from gridnode.config.logging import LoggingConfig
+from gridnode.config.market import MarketConfig, market_summary
 from gridnode.config.meters import MetersConfig, MqttMeter
 from gridnode.config.node import NodeConfig
 from gridnode.config.outbox import OutboxConfig
@@ -55,6 +56,7 @@ class GridnodeConfig(Section):
 
     @property
     def source(self) -> str:
+    market: MarketConfig | None = None       # absent: no trading, minting or settlement
         """The file this configuration came from, for error messages."""
         return self._source
 
@@ -300,3 +302,5 @@ def summary(cfg: GridnodeConfig) -> list[str]:
         lines.insert(0, "does nothing: no meters and no [chain] are configured, so the node would "
                         "only keep its database open")
     return lines
+    lines += market_summary(cfg.market, bool(cfg.chain and cfg.chain.registry_readings),
+                            bool(cfg.chain and cfg.chain.authority_keypair))

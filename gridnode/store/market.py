@@ -165,7 +165,8 @@ async def close(tx: WriteTx, order_id: int, how: str, cancel_op_id: int | None =
 
 async def orders(db: Reader, limit: int = 50, epoch: int | None = None,
                  owner: str | None = None) -> list[OrderView]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if epoch is not None:
         where.append("m.epoch = ?")
         params.append(epoch)

@@ -243,6 +243,16 @@ async def clear_retry(tx: WriteTx, settlement_id: int) -> None:
                      (settlement_id,))
 
 
+async def requeue_operation(tx: WriteTx, op_id: int, *, reason: str,
+                            details: Mapping[str, Any] | None = None) -> None:
+    """A settlement's failed or parked settle_trade operation goes back to pending for one more
+    attempt of the settlement's budget, with a fresh outbox budget (audited)."""
+    await operations.move(tx, op_id, transitions.PENDING, reason=reason, details=details)
+    await tx.execute("UPDATE operations SET attempts = 0, next_attempt_at_ms = NULL "
+                     "WHERE id = ?", (op_id,))
+    await operations.clear_recovery(tx, op_id)
+
+
 async def default(tx: WriteTx, settlement_id: int, reason: str,
                   reversal: Mapping[str, Any]) -> Settlement:
     """Defaulted with its reversal record; the event `settlement.defaulted`, in this
