@@ -199,6 +199,12 @@ class Submitter:
                                    self.chain.fees.max_lamports_per_tx,
                                    self.chain.fees.max_priority_fee_micro_lamports)
             txn = build_transaction(batch, payer, bh.blockhash, cu, price)
+            if str(txn.signatures[0]) in self.inflight.signatures():
+                # The very same bytes are already in flight: operations with identical
+                # instructions (a meter's next mint while its last one is on its way). Wait
+                # for that one to land (the simulation then tells) or for a new blockhash.
+                await self._delay_ops(batch.ops, "an identical transaction is in flight")
+                return 0
             await self._persist(batch, txn, bh.blockhash, bh.last_valid_block_height, cu, price)
             await self._send_first(str(txn.signatures[0]), bytes(txn), [o.op_id for o in batch.ops])
             return len(batch.ops)

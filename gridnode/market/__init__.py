@@ -1,0 +1,2 @@
+"""gridnode.market: tokenized generation, orders from policy, epoch clearing; the settlement
+of matched trades is in gridnode.settlement."""
