@@ -123,7 +123,8 @@ async def program_accounts(pool: RpcPool, program: ProgramIdl, account: str,
     return out
 
 
-def _order(address: str, f: Mapping[str, Any]) -> OrderAccount:
+def order_account(address: str, f: Mapping[str, Any]) -> OrderAccount:
+    """An OrderAccount from the IDL-decoded fields of the Order at `address`."""
     side = enum_name(f["order_type"]).lower()
     owner = str(f["seller"] if side == "sell" else f["buyer"])
     return OrderAccount(address, side, owner, int(f["amount"]), int(f["filled_amount"]),
@@ -146,12 +147,13 @@ async def open_orders(pool: RpcPool, programs: Mapping[str, ProgramIdl]) -> list
         idx = _status_index(trading, status)
         for address, f in await program_accounts(pool, trading, "Order",
                                                  [(ORDER_STATUS_OFFSET, bytes([idx]))]):
-            out.append(_order(address, f))
+            out.append(order_account(address, f))
     out.sort(key=lambda o: o.address)
     return out
 
 
-def _trade(address: str, f: Mapping[str, Any]) -> TradeRecordAccount:
+def trade_record_account(address: str, f: Mapping[str, Any]) -> TradeRecordAccount:
+    """A TradeRecordAccount from the IDL-decoded fields of the TradeRecord at `address`."""
     return TradeRecordAccount(address, str(f["sell_order"]), str(f["buy_order"]), str(f["seller"]),
                               str(f["buyer"]), int(f["amount"]), int(f["price_per_kwh"]),
                               int(f["total_value"]), int(f["fee_amount"]), int(f["executed_at"]))
@@ -169,7 +171,7 @@ async def trade_records(pool: RpcPool, programs: Mapping[str, ProgramIdl],
         key = bytes(Pubkey.from_string(party))
         for offset in (TRADE_SELLER_OFFSET, TRADE_BUYER_OFFSET):
             found.update(await program_accounts(pool, trading, "TradeRecord", [(offset, key)]))
-    return sorted((_trade(a, f) for a, f in found.items()), key=lambda t: t.address)
+    return sorted((trade_record_account(a, f) for a, f in found.items()), key=lambda t: t.address)
 
 
 async def token_balances(pool: RpcPool, accounts: Iterable[str | Pubkey]) -> dict[str, int]:

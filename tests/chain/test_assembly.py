@@ -94,3 +94,19 @@ def test_compute_limit_and_priority_price_bounds() -> None:
     assert priority_price(50_000, 100_000, 1, 10_000, 1_000_000) == 50_000
     assert priority_price(50_000, 100_000, 1, 6_000, 1_000_000) == 10_000
     assert priority_price(50_000, 100_000, 2, 6_000, 1_000_000) == 0
+
+
+def test_a_distinct_value_travels_once_per_transaction() -> None:
+    """grid_minting's `distinct` (the meter): a meter's second mint in one transaction would find
+    nothing left and fail the batch, so it goes into another transaction; other meters share."""
+    owner = Keypair()
+    meters = ["pv-1", "pv-2", "pv-1", "pv-3", "pv-1"]
+    prepared = [PreparedOp(i, TX_TYPES["grid_minting"], owner,
+                           [reading_ix(f"m{i}", owner.pubkey())], [ORACLE_DATA], distinct=m)
+                for i, m in enumerate(meters)]
+    batches = pack(prepared, Keypair(), max_ops=8)
+    assert sum(len(b.ops) for b in batches) == len(meters)
+    for b in batches:
+        values = [o.distinct for o in b.ops]
+        assert len(values) == len(set(values)), values
+    assert len(batches) == 3
