@@ -308,7 +308,12 @@ class RpcMethods:
         program = _pubkey(_param(params, 0))
         cfg = _config(params, 1)
         slot = self.view.slot(cfg)
-        filters = [_account_filter(f) for f in cfg.get("filters") or []]
+        specs = cfg.get("filters") or []
+        if not isinstance(specs, list):
+            raise invalid_params("Invalid params: filters must be a list")
+        if len(specs) > MAX_FILTERS:
+            raise invalid_params(f"Too many filters provided; max {MAX_FILTERS}")
+        filters = [_account_filter(f) for f in specs]
         out = []
         for key, acc in self.ledger.accounts_owned_by(program, self.view.state_slot(slot)):
             data = bytes(acc.data)
@@ -566,6 +571,9 @@ def _confirmed_only(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**cfg, "commitment": commitment}
 
 
+MAX_FILTERS = 4          # getProgramAccounts' limit on a real RPC node
+
+
 def _account_filter(spec: Any) -> Callable[[bytes], bool]:
     if not isinstance(spec, dict) or len(spec) != 1:
         raise invalid_params("Invalid params: filter must be {\"dataSize\": n} or {\"memcmp\": ...}")
@@ -576,18 +584,20 @@ def _account_filter(spec: Any) -> Callable[[bytes], bool]:
         return lambda data: len(data) == size
     if "memcmp" in spec:
         memcmp = spec["memcmp"]
+        if not isinstance(memcmp, dict):
+            raise invalid_params("Invalid param: memcmp must be {\"offset\": n, \"bytes\": ...}")
         offset = memcmp.get("offset")
         raw = memcmp.get("bytes")
         enc = memcmp.get("encoding") or "base58"
         if not isinstance(offset, int) or offset < 0 or not isinstance(raw, str):
             raise invalid_params("Invalid param: memcmp needs offset and bytes")
+        if enc not in ("base58", "base64"):
+            raise invalid_params(f"Invalid param: unsupported memcmp encoding {enc}")
         try:
             wanted = base64.b64decode(raw, validate=True) if enc == "base64" else \
                 encoding.b58decode(raw)
         except ValueError as exc:
             raise invalid_params(f"Invalid param: memcmp bytes: {exc}") from exc
-        if enc not in ("base58", "base64"):
-            raise invalid_params(f"Invalid param: unsupported memcmp encoding {enc}")
         if len(wanted) > 128:
             raise invalid_params("Invalid param: memcmp bytes longer than 128")
         return lambda data: data[offset: offset + len(wanted)] == wanted
