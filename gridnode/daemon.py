@@ -94,6 +94,9 @@ def build_subsystems(config: GridnodeConfig, store: Store,
     if config.publish.mqtt.enabled:
         from gridnode.deliveries.homeassistant import HomeAssistant
         builders.append(lambda: HomeAssistant.from_config(config, store, subsystems))
+    if config.webhooks.enabled:     # registrations come and go at run time (API, CLI)
+        from gridnode.deliveries.webhooks import WebhooksSubsystem
+        builders.append(lambda: WebhooksSubsystem.from_config(config, store))
     if config.api.enabled:      # built last: it serves what the others do
         from gridnode.api import ApiServer
         builders.append(lambda: ApiServer.from_config(config, store, subsystems))

@@ -218,6 +218,7 @@ def test_daemon_imports_no_dev_tools_even_where_they_are_installed() -> None:
         """)
     r = _run([sys.executable, "-c", code], cwd=REPO)
     out = json.loads(r.stdout)
-    assert out["subsystems"] == ["pipeline", "alerts", "diskguard", "api"] and out["anchorpy"]
+    assert out["subsystems"] == ["pipeline", "alerts", "diskguard", "webhooks", "api"] \
+        and out["anchorpy"]
     assert out["dev"] == []
     assert not out["blocked"]   # the plugin is only held off while anchorpy initialises

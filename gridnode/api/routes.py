@@ -3,7 +3,7 @@ generated from them (so a route cannot be served without being documented)."""
 
 from __future__ import annotations
 
-from gridnode.api import alerts, dashboard, metrics, node, openapi, transactions, ws
+from gridnode.api import alerts, dashboard, metrics, node, openapi, transactions, webhooks, ws
 from gridnode.api.auth import Role
 from gridnode.api.models import (
     AlertList,
@@ -30,7 +30,7 @@ from gridnode.api.models import (
     TransactionStats,
     TransactionStatus,
 )
-from gridnode.api.server import READ, WRITE, Route
+from gridnode.api.server import OPERATOR, READ, WRITE, Route
 
 OP = "{id:[0-9]{1,18}}"
 TX = "/api/v1/transactions"
@@ -93,4 +93,11 @@ ROUTES: list[Route] = [
           description="A WebSocket (101 Switching Protocols): one JSON text message per event "
                       "(schema EventMessage), oldest first; with `since`, the events after that "
                       "id are replayed from the durable log before live ones."),
+    Route("POST", "/api/v1/webhooks", webhooks.add_webhook, "Register a webhook", OPERATOR,
+          ok=201, body=webhooks.WebhookCreate, response=webhooks.WebhookCreated, writes=True,
+          errors=(*AUTH, 400, 409, 413, 415, 422)),
+    Route("GET", "/api/v1/webhooks", webhooks.list_webhooks, "List webhooks", OPERATOR,
+          response=webhooks.WebhookList, errors=AUTH),
+    Route("DELETE", f"/api/v1/webhooks/{OP}", webhooks.remove_webhook, "Remove a webhook",
+          OPERATOR, ok=204, errors=(*AUTH, 404), media_type=""),
 ]

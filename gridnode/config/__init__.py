@@ -32,6 +32,7 @@ from gridnode.config.publish import PublishConfig
 from gridnode.config.retention import RetentionConfig
 from gridnode.config.storage import StorageConfig
 from gridnode.config.upstream import UpstreamConfig
+from gridnode.config.webhooks import WebhooksConfig
 from gridnode.meters.payloads import FORMATS
 
 __all__ = ["ConfigError", "ConfigIssue", "GridnodeConfig", "does_nothing", "load_config",
@@ -51,12 +52,13 @@ class GridnodeConfig(Section):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    market: MarketConfig | None = None       # absent: no trading, minting or settlement
     _source: str = PrivateAttr(default="<config>")
 
     @property
     def source(self) -> str:
-    market: MarketConfig | None = None       # absent: no trading, minting or settlement
         """The file this configuration came from, for error messages."""
         return self._source
 

@@ -35,7 +35,8 @@ async def test_the_api_listens_before_ready_and_stops_within_the_budget(tmp_path
         assert health.json["status"] == "ok" and health.json["node_id"] == node.config.node.id
         ready = await node.call("GET", "/ready")
         assert ready.status == 200 and ready.json == {
-            "status": "ready", "checks": {"store": "ok", "alerts": "ok"}, "alerts": []}
+            "status": "ready", "checks": {"store": "ok", "alerts": "ok", "diskguard": "ok",
+                                          "webhooks": "ok"}, "alerts": []}
         async with websocket(node, "since=0", node.token("monitor")) as ws:
             status, took = await node.stop()
             msg = await ws.receive(timeout=5)

@@ -1,0 +1,297 @@
+"""Webhooks end to end: registration through the API and the CLI, delivery by the real daemon to
+a real aiohttp receiver that verifies each request with its own Standard Webhooks check (written
+from the specification: HMAC-SHA256 over "id.timestamp.body" keyed with the base64-decoded
+whsec_ secret, v1,<base64> entries, a 5-minute timestamp window), retries keeping the
+webhook-id, 410 Gone and failing past disable_after disabling a webhook with an alert.
+
+Events come from the node's own alert path (gridnode.store.alerts.change, what every rule calls),
+written by the test into the running daemon's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gridnode.deliveries.webhooks import EVENT_TYPES, candidates
+from gridnode.store import Store
+from gridnode.store import alerts as stored_alerts
+from gridnode.store.events import Event
+from tests.api.harness import ApiNode, problem
+from tests.net import pick_free_port
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = {"sync_every_s": 0.2, "poll_s": 0.1, "retry_base_s": 0.2, "retry_max_s": 0.5}
+
+
+def standard_webhooks_valid(secret: str, headers: dict[str, str], body: bytes,
+                            tolerance_s: int = 300) -> bool:
+    """The receiver's check, from the Standard Webhooks specification (not gridnode's code)."""
+    msg_id = headers.get("webhook-id")
+    ts = headers.get("webhook-timestamp")
+    sig_header = headers.get("webhook-signature")
+    if not msg_id or not ts or not sig_header or not ts.isdigit():
+        return False
+    if abs(time.time() - int(ts)) > tolerance_s:
+        return False
+    assert secret.startswith("whsec_")
+    key = base64.b64decode(secret[len("whsec_"):])
+    signed = msg_id.encode() + b"." + ts.encode() + b"." + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    for entry in sig_header.split(" "):
+        version, _, sig = entry.partition(",")
+        if version == "v1" and hmac.compare_digest(sig, expected):
+            return True
+    return False
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP receiver; `answers[path]` is a list of statuses to give in turn (then 200)."""
+
+    port: int
+    answers: dict[str, list[int]] = field(default_factory=dict)
+    always: dict[str, int] = field(default_factory=dict)
+    got: list[Received] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        return [r for r in self.got if r.path == path]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        queue = self.answers.get(request.path, [])
+        status = self.always.get(request.path) or (queue.pop(0) if queue else 200)
+        self.got.append(Received(request.path, {k.lower(): v for k, v in request.headers.items()},
+                                 body, status))
+        return web.Response(status=status, text="gone" if status == 410 else "ok")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver(pick_free_port())
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", rec.port).start()
+    yield rec
+    await runner.cleanup()
+
+
+async def until(cond: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def alert_change(node: ApiNode, name: str, raised: bool) -> None:
+    """What an alert rule does when its condition changes, in the daemon's database."""
+    store = await Store.open(node.config.node.database)
+    try:
+        async with store.write() as tx:
+            await stored_alerts.change(tx, name, raised, value=1.0, threshold=0.0,
+                                       detail=f"test {name}", at_ms=int(time.time() * 1000))
+    finally:
+        await store.close()
+
+
+async def listed(node: ApiNode, token: str) -> dict[int, dict[str, Any]]:
+    answer = await node.call("GET", "/api/v1/webhooks", token=token)
+    assert answer.status == 200, answer
+    assert "whsec_" not in answer.text          # the secret is shown once, at creation
+    return {h["id"]: h for h in answer.json["webhooks"]}
+
+
+async def test_webhooks_api_signed_delivery_retry_410_and_cli(tmp_path: Path,
+                                                              receiver: Receiver) -> None:
+    node = ApiNode(tmp_path, {"webhooks": FAST})
+    async with node:
+        admin, monitor = node.token("operator"), node.token("monitor", "grafana")
+        # registration: operator only, validated, the secret answered once
+        problem(await node.call("POST", "/api/v1/webhooks", token=monitor,
+                                body={"url": receiver.url("/a"), "event_types": ["AlertRaised"]}),
+                403)
+        bad = problem(await node.call("POST", "/api/v1/webhooks", token=admin, body={
+            "url": receiver.url("/a"), "event_types": ["AlertRaised", "Nope"]}), 422)
+        assert any(e["pointer"] == "/event_types/1" for e in bad["errors"]), bad
+        problem(await node.call("POST", "/api/v1/webhooks", token=admin, body={
+            "url": "ftp://example.org/x", "event_types": ["AlertRaised"]}), 422)
+        made = await node.call("POST", "/api/v1/webhooks", token=admin, body={
+            "url": receiver.url("/a"), "event_types": ["AlertRaised", "AlertCleared"],
+            "description": "ops"})
+        assert made.status == 201, made
+        hook_a = made.json
+        assert hook_a["secret"].startswith("whsec_")
+        assert len(base64.b64decode(hook_a["secret"][6:])) >= 24
+        gone = await node.call("POST", "/api/v1/webhooks", token=admin, body={
+            "url": receiver.url("/gone"), "event_types": ["AlertRaised"]})
+        assert gone.status == 201, gone
+        hook_gone = gone.json
+        receiver.always["/gone"] = 410
+        hooks = await listed(node, admin)
+        assert set(hooks) == {hook_a["id"], hook_gone["id"]}
+        assert hooks[hook_a["id"]]["event_types"] == ["AlertRaised", "AlertCleared"]
+        await asyncio.sleep(0.5)       # the daemon picked them up (it starts at the log's end)
+
+        # the first request for /a fails: the same message comes again, newly timestamped
+        receiver.answers["/a"] = [500]
+        await alert_change(node, "test_rule", True)
+        await alert_change(node, "test_rule", False)
+        await until(lambda: sum(r.answered == 200 for r in receiver.at("/a")) >= 2,
+                    "AlertRaised and AlertCleared at /a")
+        got = receiver.at("/a")
+        assert all(standard_webhooks_valid(hook_a["secret"], r.headers, r.body) for r in got)
+        assert not standard_webhooks_valid(hook_gone["secret"], got[0].headers, got[0].body)
+        assert not standard_webhooks_valid(hook_a["secret"], got[0].headers, got[0].body + b" ")
+        assert got[0].answered == 500 and got[1].answered == 200
+        assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]   # a retry
+        assert got[0].body == got[1].body
+        delivered = [r for r in got if r.answered == 200]
+        assert [r.json["type"] for r in delivered[:2]] == ["AlertRaised", "AlertCleared"]
+        assert delivered[0].headers["webhook-id"] != delivered[1].headers["webhook-id"]
+        first = delivered[0].json
+        assert first["data"]["name"] == "test_rule" and first["data"]["detail"] == "test test_rule"
+        assert first["timestamp"].endswith("Z")
+        assert delivered[0].headers["content-type"] == "application/json"
+
+        # 410 Gone disabled the other webhook, with an alert (which /a, subscribed, receives)
+        await until(lambda: any(r.answered == 410 for r in receiver.at("/gone")), "the 410")
+        alert_name = f"webhook_disabled:{hook_gone['id']}"
+        await until(lambda: any(r.json["type"] == "AlertRaised"
+                                and r.json["data"]["name"] == alert_name
+                                for r in receiver.at("/a") if r.answered == 200),
+                    "the webhook_disabled alert delivered to /a")
+        assert len(receiver.at("/gone")) == 1       # disabled: never called again
+        hooks = await listed(node, admin)
+        assert hooks[hook_gone["id"]]["status"] == "disabled"
+        assert "410" in (hooks[hook_gone["id"]]["disabled_reason"] or "")
+        assert hooks[hook_a["id"]]["status"] == "active"
+        alerts = await node.call("GET", "/api/v1/alerts", token=monitor)
+        assert {a["name"]: a["state"] for a in alerts.json["alerts"]}[alert_name] == "raised"
+
+        # removing it forgets it and clears its alert
+        gone_del = await node.call("DELETE", f"/api/v1/webhooks/{hook_gone['id']}", token=admin)
+        assert gone_del.status == 204, gone_del
+        problem(await node.call("DELETE", f"/api/v1/webhooks/{hook_gone['id']}", token=admin),
+                404)
+        problem(await node.call("DELETE", f"/api/v1/webhooks/{hook_a['id']}", token=monitor),
+                403)
+        assert set(await listed(node, admin)) == {hook_a["id"]}
+        await until(lambda: any(r.json["type"] == "AlertCleared"
+                                and r.json["data"]["name"] == alert_name
+                                for r in receiver.at("/a") if r.answered == 200),
+                    "the alert cleared once the webhook is removed")
+
+        # the CLI, against the running daemon's database
+        db = str(node.config.node.database)
+        added = _cli("webhooks", "add", receiver.url("/cli"), "--event", "AlertRaised",
+                     "--db", db)
+        assert added.returncode == 0, added.stderr
+        secret = next(line.split(": ", 1)[1] for line in added.stdout.splitlines()
+                      if line.startswith("secret: "))
+        cli_id = int(added.stdout.split()[1].rstrip(":"))
+        out = _cli("webhooks", "list", "--db", db).stdout
+        assert receiver.url("/cli") in out and "whsec_" not in out
+        await asyncio.sleep(0.6)       # within sync_every_s the daemon delivers it too
+        await alert_change(node, "cli_rule", True)
+        await until(lambda: len(receiver.at("/cli")) >= 1, "a delivery to the CLI's webhook")
+        r = receiver.at("/cli")[0]
+        assert standard_webhooks_valid(secret, r.headers, r.body)
+        assert r.json["type"] == "AlertRaised" and r.json["data"]["name"] == "cli_rule"
+        assert _cli("webhooks", "remove", str(cli_id), "--db", db).returncode == 0
+        again = _cli("webhooks", "remove", str(cli_id), "--db", db)
+        assert again.returncode == 1 and f"no webhook {cli_id}" in again.stderr
+        assert str(cli_id) not in {str(i) for i in await listed(node, admin)}
+
+
+async def test_a_webhook_failing_past_disable_after_is_disabled_with_an_alert(
+        tmp_path: Path, receiver: Receiver) -> None:
+    node = ApiNode(tmp_path, {"webhooks": {**FAST, "disable_after_s": 1.5}})
+    async with node:
+        admin = node.token("operator")
+        made = await node.call("POST", "/api/v1/webhooks", token=admin, body={
+            "url": receiver.url("/down"), "event_types": list(EVENT_TYPES)})
+        assert made.status == 201, made
+        hook = made.json
+        receiver.always["/down"] = 503
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await alert_change(node, "some_rule", True)
+
+        async def disabled() -> dict[str, Any]:
+            return (await listed(node, admin))[hook["id"]]
+        while (await disabled())["status"] != "disabled":
+            assert time.monotonic() - started < 30, await disabled()
+            await asyncio.sleep(0.1)
+        assert time.monotonic() - started >= 1.5
+        info = await disabled()
+        assert "failing since" in (info["disabled_reason"] or "") and "503" in info[
+            "disabled_reason"]
+        tries = len(receiver.at("/down"))
+        assert 2 <= tries < 20              # backed off, not a tight loop
+        assert all(standard_webhooks_valid(hook["secret"], r.headers, r.body)
+                   for r in receiver.at("/down"))
+        assert len({r.headers["webhook-id"] for r in receiver.at("/down")}) == 1
+        deadline = time.monotonic() + 10      # the next look at the registrations raises it
+        while True:
+            alerts = await node.call("GET", "/api/v1/alerts", token=admin)
+            states = {a["name"]: a["state"] for a in alerts.json["alerts"]}
+            if states.get(f"webhook_disabled:{hook['id']}") == "raised":
+                break
+            assert time.monotonic() < deadline, states
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert len(receiver.at("/down")) == tries     # disabled: no more requests
+
+
+def test_event_type_mapping() -> None:
+    """The contract's mapping from the event log to webhook event types."""
+    def ev(type_: str, **data: Any) -> Event:
+        return Event(1, 0, type_, 7 if type_ == "operation.status" else None, None, data)
+    assert candidates(ev("operation.status", new="submitted", tx_type="x")) == (
+        "TransactionSubmitted",)
+    assert candidates(ev("operation.status", new="finalized", tx_type="order_creation")) == (
+        "TransactionConfirmed",)
+    assert candidates(ev("operation.status", new="finalized", tx_type="meter_reading")) == (
+        "IntervalFinalized", "TransactionConfirmed")
+    assert candidates(ev("operation.status", new="failed", tx_type="x")) == ("TransactionFailed",)
+    assert candidates(ev("operation.status", new="pending", tx_type="x")) == ()
+    assert candidates(ev("settlement.completed")) == ("SettlementCompleted",)
+    assert candidates(ev("settlement.defaulted")) == ("SettlementDefaulted",)
+    assert candidates(ev("alert.raised")) == ("AlertRaised",)
+    assert candidates(ev("alert.cleared")) == ("AlertCleared",)
+    assert candidates(ev("interval.closed")) == ()
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gridnode", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
