@@ -12,7 +12,8 @@ Energy sensors are `device_class: energy`, `unit_of_measurement: kWh`, `state_cl
 without `last_reset`: HA's developer docs name that for a lifetime counter, and the Energy
 dashboard accepts `total` and `total_increasing` alike (`total_increasing` would book a drop of
 10 % as a new meter, which a lifetime register never does). Power is `device_class: power`,
-`state_class: measurement`, W.
+`state_class: measurement`, W. Entity ids are proposed with `default_entity_id` (HA 2025.10
+deprecated `object_id` for that and stopped reading it in 2026.4).
 
 Availability: `<base_topic>/<node>/availability` is `online` (retained) once connected, the
 broker's last will publishes `offline` when the node dies, and a clean stop says `offline`
@@ -175,7 +176,7 @@ class HomeAssistant:
         """The discovery config of one quantity of one meter (HA's long key names)."""
         oid = self.object_id(m.meter_id, q.key)
         return {
-            "name": q.name, "unique_id": f"gridnode_{oid}", "object_id": oid,
+            "name": q.name, "unique_id": f"gridnode_{oid}", "default_entity_id": f"sensor.{oid}",
             "state_topic": self.state_topic(m.meter_id, q.key),
             "device_class": q.device_class, "unit_of_measurement": q.unit,
             "state_class": q.state_class, "suggested_display_precision": q.precision,
@@ -188,7 +189,8 @@ class HomeAssistant:
 
     def status_config(self) -> dict[str, Any]:
         oid = f"{self.node}_status"
-        return {"name": "Status", "unique_id": f"gridnode_{oid}", "object_id": oid,
+        return {"name": "Status", "unique_id": f"gridnode_{oid}",
+                "default_entity_id": f"sensor.{oid}",
                 "state_topic": f"{self.base}/status", "icon": "mdi:transmission-tower",
                 "json_attributes_topic": f"{self.base}/status/attributes",
                 **self._availability(), "device": self._node_device(), "origin": ORIGIN}

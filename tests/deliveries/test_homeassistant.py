@@ -182,6 +182,8 @@ def test_home_assistant_discovery_states_availability_and_birth(
         assert imp["state_class"] == "total" and "last_reset" not in imp
         assert imp["state_topic"] == state["import"]
         assert imp["unique_id"] == f"gridnode_{node_id}_m1_import"
+        assert imp["default_entity_id"] == f"sensor.{node_id}_m1_import"
+        assert "object_id" not in imp       # deprecated by HA 2025.10, ignored since 2026.4
         assert imp["availability_topic"] == avail
         assert (imp["payload_available"], imp["payload_not_available"]) == ("online", "offline")
         assert imp["device"]["identifiers"] == [f"gridnode_{node_id}_m1"]
