@@ -4,8 +4,9 @@ from the specification: HMAC-SHA256 over "id.timestamp.body" keyed with the base
 whsec_ secret, v1,<base64> entries, a 5-minute timestamp window), retries keeping the
 webhook-id, 410 Gone and failing past disable_after disabling a webhook with an alert.
 
-Events come from the node's own alert path (gridnode.store.alerts.change, what every rule calls),
-written by the test into the running daemon's database.
+Alert events come from the node's own alert path (gridnode.store.alerts.change, what every rule calls),
+written by the test into the running daemon's database; transaction events from a real
+operation the pipeline sends to the localnet.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ import pytest
 from aiohttp import web
 
 from gridnode.deliveries.webhooks import EVENT_TYPES, candidates
+from gridnode.keys import load_keypair
 from gridnode.store import Store
 from gridnode.store import alerts as stored_alerts
 from gridnode.store.events import Event
+from simulators.chain.localnet import Localnet
 from tests.api.harness import ApiNode, problem
+from tests.configs import localnet_node
 from tests.net import pick_free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -295,3 +299,40 @@ def test_event_type_mapping() -> None:
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gridnode", *argv], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
+
+
+async def test_transactions_on_the_localnet_reach_a_webhook(tmp_path: Path,
+                                                            receiver: Receiver) -> None:
+    """TransactionSubmitted then TransactionConfirmed, with the signature the chain has, for an
+    operation the pipeline really sends to the localnet's SBF programs."""
+    async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
+        users = [str(p) for p in net.bootstrap["keypairs"]["users"][:1]]
+        node = ApiNode(tmp_path, localnet_node(net, tmp_path / "state", user_keypairs=users),
+                       {"webhooks": FAST})
+        alice = str(load_keypair(users[0]).pubkey())
+        async with node:
+            admin = node.token("operator")
+            made = await node.call("POST", "/api/v1/webhooks", token=admin, body={
+                "url": receiver.url("/tx"), "event_types": [
+                    "TransactionSubmitted", "TransactionConfirmed", "TransactionFailed"]})
+            assert made.status == 201, made
+            secret = made.json["secret"]
+            await asyncio.sleep(0.5)
+            created = await node.call("POST", "/api/v1/transactions/create", token=admin, body={
+                "tx_type": "user_registration", "submit": True,
+                "payload": {"user": alice, "user_type": "prosumer", "location": "webhooks"}})
+            assert created.status == 201, created
+            op = created.json["operation_id"]
+            await until(lambda: any(r.json["type"] == "TransactionConfirmed"
+                                    for r in receiver.at("/tx")), "TransactionConfirmed", 60)
+            status = (await node.call("GET", f"/api/v1/transactions/{op}/status",
+                                      token=admin)).json
+    got = receiver.at("/tx")
+    assert all(standard_webhooks_valid(secret, r.headers, r.body) for r in got)
+    types = [r.json["type"] for r in got]
+    assert types[0] == "TransactionSubmitted" and types[-1] == "TransactionConfirmed", types
+    assert "TransactionFailed" not in types
+    confirmed = got[-1].json["data"]
+    assert confirmed["operation_id"] == op and confirmed["tx_type"] == "user_registration"
+    assert confirmed["status"] == "finalized" and confirmed["signature"] == status["signature"]
+    assert confirmed["payload"]["user"] == alice and confirmed["slot"] is not None
