@@ -4,9 +4,9 @@ from the specification: HMAC-SHA256 over "id.timestamp.body" keyed with the base
 whsec_ secret, v1,<base64> entries, a 5-minute timestamp window), retries keeping the
 webhook-id, 410 Gone and failing past disable_after disabling a webhook with an alert.
 
-Alert events come from the node's own alert path (gridnode.store.alerts.change, what every rule calls),
-written by the test into the running daemon's database; transaction events from a real
-operation the pipeline sends to the localnet.
+Alert events come from the node's own alert path (gridnode.store.alerts.change, what every
+rule calls), written by the test into the running daemon's database; transaction events from a
+real operation the pipeline sends to the localnet.
 """
 
 from __future__ import annotations
