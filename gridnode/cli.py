@@ -407,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands(sub, with_config)
     from gridnode.deliveries.webhooks import add_commands as webhook_commands
     webhook_commands(sub, with_config)
+    from gridnode.deliveries.cli import add_commands as delivery_commands
+    delivery_commands(sub, with_config)
 
     sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
     return parser

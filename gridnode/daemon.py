@@ -91,6 +91,9 @@ def build_subsystems(config: GridnodeConfig, store: Store,
     if config.storage.min_free_mb > 0:
         from gridnode.store.diskguard import DiskGuard
         builders.append(lambda: DiskGuard(config.storage, store, subsystems))
+    if config.upstream is not None:     # one engine for every delivery destination
+        from gridnode.deliveries import DeliveriesSubsystem
+        builders.append(lambda: DeliveriesSubsystem.from_config(config, store))
     if config.publish.mqtt.enabled:
         from gridnode.deliveries.homeassistant import HomeAssistant
         builders.append(lambda: HomeAssistant.from_config(config, store, subsystems))
@@ -415,6 +418,22 @@ def _scheduler(config: GridnodeConfig, store: Store) -> AsyncIOScheduler:
             seconds=min(RETENTION_FIRST_RUN_S, rc.every_s))
         sched.add_job(purge, "interval", seconds=rc.every_s, id="retention-raw",
                       next_run_time=first, replace_existing=True)
+    if rc.event_days > 0:
+        async def purge_events() -> None:     # only what every delivery destination has
+            cutoff = int((time.time() - rc.event_days * 86400) * 1000)
+            try:
+                done = await retention.purge_events(store, cutoff, rc.batch)
+            except StoreError as exc:
+                log.warning("event purge failed", error=str(exc))
+                return
+            if done.events or done.items:
+                log.info("events purged", events=done.events, delivered_items=done.items,
+                         freed_pages=done.freed_pages, event_days=rc.event_days)
+
+        sched.add_job(purge_events, "interval", seconds=rc.every_s, id="retention-events",
+                      next_run_time=datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+                          seconds=min(RETENTION_FIRST_RUN_S, rc.every_s) + 5),
+                      replace_existing=True)
     return sched
 
 

@@ -296,14 +296,13 @@ user_keypairs = ["{user}"]
 def test_check_config_says_what_is_not_implemented_and_when_nothing_would_run(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "site.toml"
-    cfg.write_text('[node]\nid = "x"\n[api]\nport = 9000\n[upstream]\nurl = "https://p.example/"\n')
+    cfg.write_text('[node]\nid = "x"\n[api]\nport = 9000\n')
     code, out, _ = run_cli(capsys, "check-config", str(cfg))
     assert code == 0
     lines = out.splitlines()
     assert lines[1] == ("  does nothing: no meters and no [chain] are configured, so the node "
                         "would only keep its database open")
-    assert ("  upstream: not implemented yet; [upstream] (https://p.example/) is ignored, "
-            "nothing is synced") in lines
+    assert "  upstream: not configured (nothing is synced)" in lines
     api = [line for line in lines if line.startswith("  api: ")]
     assert len(api) == 1 and api[0].startswith("  api: http://127.0.0.1:9000, ")
     assert "'gridnode token secret /etc/gridnode/api-jwt.secret'" in api[0]

@@ -289,10 +289,11 @@ def summary(cfg: GridnodeConfig) -> list[str]:
     else:
         lines.append(f"chain: {', '.join(str(u) for u in cfg.chain.rpc_urls)} "
                      f"({cfg.chain.commitment})")
-    # Upstream sync is not built yet: the summary must not promise it.
-    lines.append("upstream: not implemented yet; " + (
-        f"[upstream] ({cfg.upstream.url}) is ignored, nothing is synced" if cfg.upstream
-        else "nothing is synced"))
+    up = cfg.upstream
+    lines.append(f"upstream: {up.url}, {up.batch_size} items per request, signed with the "
+                 f"systemd credential {up.credential} or "
+                 + (str(up.secret_file) if up.secret_file else "(no secret_file) nothing")
+                 if up else "upstream: not configured (nothing is synced)")
     api = cfg.api
     host = f"[{api.bind}]" if api.bind.version == 6 else str(api.bind)
     lines.append(f"api: http://{host}:{api.port}, tokens signed with the systemd credential "

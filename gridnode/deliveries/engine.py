@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from gridnode.deliveries.backoff import Backoff
 from gridnode.log import get_logger
@@ -43,6 +43,9 @@ from gridnode.store import StorageFull, Store, events, now_ms
 from gridnode.store import deliveries as stored
 from gridnode.store.deliveries import ItemRow, NewItem
 from gridnode.store.events import Event
+
+if TYPE_CHECKING:
+    from gridnode.config import GridnodeConfig
 
 log = get_logger(__name__)
 
@@ -161,6 +164,17 @@ class DeliveryEngine:
         self._runners: dict[str, _Runner] = {}
         self._running = False
         self._progress = time.monotonic()
+
+    @classmethod
+    def from_config(cls, config: GridnodeConfig, store: Store) -> DeliveryEngine:
+        """The engine with every configured destination; ConfigError when one cannot be
+        built (a missing or unreadable secret)."""
+        engine = cls(store)
+        if config.upstream is not None:
+            from gridnode.deliveries.upstream import UpstreamDestination
+
+            engine.add(*UpstreamDestination.from_config(config, store))
+        return engine
 
     # -- registration --------------------------------------------------------------------------
 

@@ -71,3 +71,82 @@ async def purge_raw(store: Store, cutoff_ms: int, batch: int, pause_s: float = 0
         await asyncio.sleep(pause_s)
     freed = await incremental_vacuum(store) if deleted else 0
     return PurgeResult(deleted, batches, freed)
+
+
+# -- events ------------------------------------------------------------------------------------
+# An event may be deleted when it is older than the retention period and every delivery
+# destination has taken it: its cursor is past it, and no item made from it (or from an earlier
+# event) is still pending or parked. Delivered items older than the period go with them.
+
+_EVENT_BOUND = (
+    "SELECT min(b) AS bound FROM ("
+    " SELECT cursor AS b FROM delivery_destinations"
+    " UNION ALL SELECT min(event_id) - 1 FROM delivery_items WHERE status != 'delivered')")
+
+
+@dataclass(frozen=True, slots=True)
+class EventPurgeResult:
+    events: int
+    items: int
+    batches: int
+    freed_pages: int
+    bound: int | None       # the newest event id every destination has (None: no destination)
+
+
+async def event_bound(store: Store) -> int | None:
+    """The newest event id that every destination has taken (None: there is no destination,
+    nothing waits for any event)."""
+    row = await store.fetchone(_EVENT_BOUND)
+    return None if row is None or row["bound"] is None else int(row["bound"])
+
+
+async def delete_events_batch(store: Store, cutoff_ms: int, bound: int | None,
+                              limit: int) -> tuple[int, int]:
+    """Delete, oldest first, the events older than `cutoff_ms` with an id up to `bound` among
+    the next `limit` (one short write transaction); returns (deleted, looked at)."""
+    async with store.write() as tx:
+        row = await tx.fetchone(
+            "SELECT count(*) AS n FROM (SELECT id FROM events WHERE id <= :bound "
+            "ORDER BY id LIMIT :limit)", {"bound": bound if bound is not None else 1 << 62,
+                                          "limit": limit})
+        res = await tx.execute(
+            "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, at_ms FROM events "
+            "WHERE id <= :bound ORDER BY id LIMIT :limit) WHERE at_ms < :cutoff_ms)",
+            {"bound": bound if bound is not None else 1 << 62, "limit": limit,
+             "cutoff_ms": cutoff_ms})
+    return res.rowcount, int(row["n"]) if row is not None else 0
+
+
+async def delete_delivered_batch(store: Store, cutoff_ms: int, limit: int) -> int:
+    """Delete at most `limit` items delivered before `cutoff_ms`."""
+    async with store.write() as tx:
+        res = await tx.execute(
+            "DELETE FROM delivery_items WHERE id IN (SELECT id FROM delivery_items "
+            "WHERE status = 'delivered' AND delivered_at_ms < ? ORDER BY id LIMIT ?)",
+            (cutoff_ms, limit))
+    return res.rowcount
+
+
+async def purge_events(store: Store, cutoff_ms: int, batch: int, pause_s: float = 0.05,
+                       max_batches: int = 10_000) -> EventPurgeResult:
+    """Delete events older than `cutoff_ms` that every destination has taken, and items
+    delivered before it, `batch` rows per transaction, then shrink the file. Stops at the
+    first event that is too young or not yet taken (ids grow with time)."""
+    bound = await event_bound(store)
+    n_events = n_items = batches = 0
+    while batches < max_batches:
+        deleted, looked = await delete_events_batch(store, cutoff_ms, bound, batch)
+        batches += 1
+        n_events += deleted
+        if deleted < looked or looked < batch:
+            break           # a young event (or the bound) reached: the rest are younger
+        await asyncio.sleep(pause_s)
+    while batches < max_batches:
+        deleted = await delete_delivered_batch(store, cutoff_ms, batch)
+        batches += 1
+        n_items += deleted
+        if deleted < batch:
+            break
+        await asyncio.sleep(pause_s)
+    freed = await incremental_vacuum(store) if n_events or n_items else 0
+    return EventPurgeResult(n_events, n_items, batches, freed, bound)
