@@ -216,7 +216,7 @@ async def test_mint_match_and_settle_exactly_once(tmp_path: Path) -> None:
                       if t.address != t1.address][0]
                 gateway = str(signers.gateway.pubkey())
                 await send_as(net.rpc_url, alice, [approve_ix(alice_ta, signers.gateway.pubkey(),
-                                                              alice.pubkey(), 100 * WH)])
+                                                              alice.pubkey(), 1_000 * WH)])
                 assert (t2.buyer, t2.amount, t2.price_per_kwh) == (c, 100, 92)
                 settle2 = SettleTradePayload(
                     trade_record=t2.address, seller=a, buyer=c,
@@ -226,11 +226,42 @@ async def test_mint_match_and_settle_exactly_once(tmp_path: Path) -> None:
                     await operations.add(tx, new_operation(settle2))
                     await operations.add(tx, new_operation(settle2, "settle again:2"))
                 await wait_for(lambda: all_finalized(store), 60, "settlement by the delegate")
-            expected = {str(alice_ta): (net_wh - 500) * WH, str(bob_ta): 400 * WH,
-                        str(carol_ta): 100 * WH}
+
+                # -- a third trade settled by two operations at once (the seller's and the
+                # delegate's, different transactions): one moves the energy, the other ends
+                # already settled - in simulation, or on chain when both were sent
+                async with store.write() as tx:
+                    await operations.add(tx, new_operation(OrderCreationPayload(
+                        owner=a, side="sell", energy_amount=150, price_per_kwh=90), "o:a:2"))
+                await wait_for(lambda: all_finalized(store), 60, "second sell order")
+                book = await accounts.open_orders(pool, idls)
+                traded = {(t.buy_order, t.sell_order)
+                          for t in await accounts.trade_records(pool, idls)}
+                m3 = match([o for o in book if o.side == "buy"],
+                           [o for o in book if o.side == "sell"], traded=traded)
+                assert [(m.buyer, m.seller, m.amount_wh, m.price) for m in m3] == [
+                    (c, a, 150, 92)]
+                async with store.write() as tx:
+                    await operations.add(tx, new_operation(MatchOrdersPayload(
+                        buy_order=m3[0].buy_order, sell_order=m3[0].sell_order, amount=150,
+                        epoch=intervals[-1] + 1800)))
+                await wait_for(lambda: all_finalized(store), 60, "third match")
+                t3 = str(accounts.trade_record_address(idls, m3[0].buy_order, m3[0].sell_order))
+                both = [SettleTradePayload(
+                    trade_record=t3, seller=a, buyer=c, seller_token_account=str(alice_ta),
+                    buyer_token_account=str(carol_ta), signer=who) for who in (a, gateway)]
+                async with store.write() as tx:
+                    await operations.add(tx, new_operation(both[0]))
+                    await operations.add(tx, new_operation(both[1], "settle race:3"))
+                await wait_for(lambda: all_finalized(store), 60, "racing settlements")
+                race = [await reason_of(store, k) for k in (f"settle_trade:{t3}",
+                                                            "settle race:3")]
+                assert sum("already settled" in r for r in race) == 1, race
+            expected = {str(alice_ta): (net_wh - 650) * WH, str(bob_ta): 400 * WH,
+                        str(carol_ta): 250 * WH}
             assert await accounts.token_balances(pool, [alice_ta, bob_ta, carol_ta]) == expected
             settled = await events(store, "TradeSettled")
-            assert len(settled) == 2
+            assert len(settled) == 3
             marks = await accounts.settlements(pool, idls, [t1.address, t2.address])
             assert marks[t1.address] is not None and marks[t1.address].settled_by == a
             assert marks[t2.address] is not None and marks[t2.address].settled_by == gateway
