@@ -17,7 +17,9 @@ deprecated `object_id` for that and stopped reading it in 2026.4).
 
 Availability: `<base_topic>/<node>/availability` is `online` (retained) once connected, the
 broker's last will publishes `offline` when the node dies, and a clean stop says `offline`
-itself. HA's birth message (`<discovery_prefix>/status` = `online`) makes the node send
+itself. Each meter has its own `<base_topic>/<node>/<meter>/availability`, `online` while its
+health says so (a good reading within `[meters] stale_after_s`); a meter's sensors need both
+(`availability_mode: all`), so a meter that went quiet shows unavailable, not a stale power. HA's birth message (`<discovery_prefix>/status` = `online`) makes the node send
 every discovery config and state again after a random delay, as HA's docs recommend.
 
 paho runs its own network thread here (connect, TLS and reconnects off the event loop); the
@@ -85,6 +87,8 @@ class _Meter:
     values: dict[str, float] = field(default_factory=dict)      # latest noted
     published: dict[str, float] = field(default_factory=dict)   # latest sent
     announced: set[str] = field(default_factory=set)            # discovery sent this connection
+    health: Any = None                  # the recorder's MeterHealth (online, stale, offline)
+    available: str | None = None        # latest availability sent
 
 
 def lifetime_values(r: Reading, state: dict[str, Any]) -> dict[str, float]:
@@ -143,8 +147,8 @@ class HomeAssistant:
             if recorder is None:
                 continue
             for entry in recorder.meters.values():
-                self.meters.setdefault(entry.meter_id,
-                                       _Meter(entry.meter_id, entry.profile, entry.source))
+                self.meters.setdefault(entry.meter_id, _Meter(
+                    entry.meter_id, entry.profile, entry.source, health=entry.health))
             recorder.listeners.append(self.note)
 
     def note(self, r: Reading, state: dict[str, Any]) -> None:
@@ -164,9 +168,16 @@ class HomeAssistant:
     def state_topic(self, meter_id: str, quantity: str) -> str:
         return f"{self.base}/{slug(meter_id)}/{quantity}"
 
-    def _availability(self) -> dict[str, Any]:
-        return {"availability_topic": self.availability_topic,
-                "payload_available": "online", "payload_not_available": "offline"}
+    def meter_availability_topic(self, meter_id: str) -> str:
+        return f"{self.base}/{slug(meter_id)}/availability"
+
+    def _availability(self, meter_id: str | None = None) -> dict[str, Any]:
+        topics = [self.availability_topic]
+        if meter_id is not None:
+            topics.append(self.meter_availability_topic(meter_id))
+        return {"availability": [{"topic": t, "payload_available": "online",
+                                  "payload_not_available": "offline"} for t in topics],
+                "availability_mode": "all"}
 
     def _node_device(self) -> dict[str, Any]:
         return {"identifiers": [f"gridnode_{self.node}"], "name": f"gridnode {self.node_id}",
@@ -180,7 +191,7 @@ class HomeAssistant:
             "state_topic": self.state_topic(m.meter_id, q.key),
             "device_class": q.device_class, "unit_of_measurement": q.unit,
             "state_class": q.state_class, "suggested_display_precision": q.precision,
-            **self._availability(),
+            **self._availability(m.meter_id),
             "device": {"identifiers": [f"gridnode_{self.node}_{slug(m.meter_id)}"],
                        "name": f"Meter {m.meter_id}", "model": m.model or "meter",
                        "manufacturer": f"gridnode ({m.source or 'meter'})",
@@ -209,6 +220,7 @@ class HomeAssistant:
         self._announce_meters()
         for m in self.meters.values():      # states after their configs, even unchanged ones
             m.published.clear()
+            m.available = None
         self._status = None
         self.announcements += 1
 
@@ -223,7 +235,13 @@ class HomeAssistant:
 
     def _publish_states(self) -> None:
         self._announce_meters()
+        now_ms = int(time.time() * 1000)
         for m in self.meters.values():
+            available = ("online" if m.health is not None and m.health.state(now_ms) == "online"
+                         else "offline")
+            if available != m.available:
+                self._publish(self.meter_availability_topic(m.meter_id), available, qos=1)
+                m.available = available
             for key, value in m.values.items():
                 before = m.published.get(key)
                 if before == value:

@@ -92,6 +92,9 @@ enabled = false
 id = "{n['node']}"
 data_dir = "{tmp_path / 'state'}"
 
+[meters]
+stale_after_s = 6
+
 [meters.mqtt]
 host = "{host}"
 port = {port}
@@ -150,7 +153,7 @@ def test_home_assistant_discovery_states_availability_and_birth(
     status_cfg = f"{prefix}/sensor/{node_id}_status/config"
     avail = f"{base}/{node_id}/availability"
     state = {q: f"{base}/{node_id}/m1/{q}" for q in ("import", "export", "power")}
-    now_ms = int(time.time() * 1000)
+    meter_avail = f"{base}/{node_id}/m1/availability"
     try:
         node.start_subscribed()
         _wait(lambda: seen.latest(avail) == b"online", "availability online")
@@ -159,8 +162,9 @@ def test_home_assistant_discovery_states_availability_and_birth(
         _wait(lambda: seen.latest(f"{base}/{node_id}/status") == b"ok", "node status ok")
 
         # states follow the validated readings (kWh for energy, W for power)
+        now_ms = int(time.time() * 1000)
         publish_all(publisher, [_reading(n["topic"], 1_234_500 + 10 * i, 50_000 + i,
-                                         1500 + i, now_ms - 30_000 + i * 1000)
+                                         1500 + i, now_ms - 10_000 + i * 1000)
                                 for i in range(5)])
         _wait(lambda: seen.latest(state["import"]) == b"1234.54", "import state 1234.54 kWh")
         _wait(lambda: seen.latest(state["export"]) == b"50.004", "export state 50.004 kWh")
@@ -169,9 +173,10 @@ def test_home_assistant_discovery_states_availability_and_birth(
         _wait(lambda: seen.latest(cfg_topic["power"]) is not None, "power discovery")
 
         # a glitch the validator refuses (the import counter going back) never reaches HA
-        publish_all(publisher, [_reading(n["topic"], 1_000, 50_010, 1600, now_ms - 20_000)])
-        publish_all(publisher, [_reading(n["topic"], 1_234_600, 50_010, 1700, now_ms - 19_000)])
-        _wait(lambda: seen.latest(state["import"]) == b"1234.6", "import state after glitch")
+        publish_all(publisher, [_reading(n["topic"], 1_000, 50_010, 1600, now_ms - 3_000)])
+        publish_all(publisher, [_reading(n["topic"], 1_234_550, 50_010, 1700, now_ms - 1_000)])
+        _wait(lambda: seen.latest(meter_avail) == b"online", "the meter available")
+        _wait(lambda: seen.latest(state["import"]) == b"1234.55", "import state after glitch")
         with seen.lock:
             imports = [p for t, p, _ in seen.messages if t == state["import"]]
         assert b"1" not in imports and all(float(p) >= 1234.5 for p in imports), imports
@@ -184,8 +189,9 @@ def test_home_assistant_discovery_states_availability_and_birth(
         assert imp["unique_id"] == f"gridnode_{node_id}_m1_import"
         assert imp["default_entity_id"] == f"sensor.{node_id}_m1_import"
         assert "object_id" not in imp       # deprecated by HA 2025.10, ignored since 2026.4
-        assert imp["availability_topic"] == avail
-        assert (imp["payload_available"], imp["payload_not_available"]) == ("online", "offline")
+        assert imp["availability"] == [
+            {"topic": t, "payload_available": "online", "payload_not_available": "offline"}
+            for t in (avail, meter_avail)] and imp["availability_mode"] == "all"
         assert imp["device"]["identifiers"] == [f"gridnode_{node_id}_m1"]
         assert imp["device"]["via_device"] == f"gridnode_{node_id}"
         assert imp["origin"]["name"] == "gridnode"
@@ -201,9 +207,10 @@ def test_home_assistant_discovery_states_availability_and_birth(
         late, late_seen = _subscriber(host, port, [f"{prefix}/#", f"{base}/#"])
         try:
             _wait(lambda: all(late_seen.retained(t) for t in
-                              [*cfg_topic.values(), status_cfg, avail, *state.values()]),
+                              [*cfg_topic.values(), status_cfg, avail, meter_avail,
+                               *state.values()]),
                   "retained configs, availability and states")
-            assert late_seen.latest(state["import"]) == b"1234.6"
+            assert late_seen.latest(state["import"]) == b"1234.55"
         finally:
             late.loop_stop()
             late.disconnect()
@@ -213,6 +220,10 @@ def test_home_assistant_discovery_states_availability_and_birth(
         sub.publish(f"{prefix}/status", b"online", qos=1).wait_for_publish(5)
         _wait(lambda: seen.count(cfg_topic["import"]) > configs_before
               and seen.count(status_cfg) > 1, "discovery again after the birth message")
+
+        # a meter without a good reading for stale_after_s is unavailable (not a stale value)
+        _wait(lambda: seen.latest(meter_avail) == b"offline", "the quiet meter unavailable", 15)
+        assert seen.latest(avail) == b"online"
 
         # SIGKILL: the broker publishes the last will; a new daemon says online again
         assert node.stop(signal.SIGKILL) == -signal.SIGKILL
