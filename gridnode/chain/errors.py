@@ -11,6 +11,8 @@ Errors arrive as the RPC's JSON (`{"InstructionError": [2, {"Custom": 6001}]}`, 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -54,9 +56,28 @@ def _name_of(err: Any) -> str:
     return str(err)
 
 
+# Anchor's error line: "AnchorError [caused by account: a. |thrown in f:l. ]occurred. Error Code:
+# Name. Error Number: N. ..." (the reference programs write "AnchorError occurred. Error Code: ...")
+_ANCHOR_LINE = re.compile(r"AnchorError\b.*?Error Code: (\w+)\. Error Number: (\d+)\.")
+
+
+def name_in_logs(logs: Sequence[str] | None, code: int) -> str | None:
+    """The error name the raising program logged for `code`: right even when the error came
+    from a program it invoked (a registry error surfacing from energy_token's CPI), where the
+    top-level program's IDL would name another error or none."""
+    found = None
+    for line in logs or ():
+        m = _ANCHOR_LINE.search(line)
+        if m and int(m.group(2)) == code:
+            found = m.group(1)
+    return found
+
+
 def classify(err: Any, program_of_ix: dict[int, Any] | None = None,
-             idls_by_program: dict[str, Any] | None = None) -> TxFailure:
-    """Classify a transaction error; `program_of_ix` maps ix index -> program id (str)."""
+             idls_by_program: dict[str, Any] | None = None,
+             logs: Sequence[str] | None = None) -> TxFailure:
+    """Classify a transaction error; `program_of_ix` maps ix index -> program id (str); `logs`
+    (a simulation's, when at hand) name errors raised inside a CPI."""
     if isinstance(err, dict) and "InstructionError" in err:
         index, inner = err["InstructionError"]
         index = int(index)
@@ -71,7 +92,8 @@ def classify(err: Any, program_of_ix: dict[int, Any] | None = None,
             name = f"Custom({code})"
             program = (program_of_ix or {}).get(index)
             idl = (idls_by_program or {}).get(str(program)) if program is not None else None
-            decoded = idl.error_name(code) if idl is not None else None
+            decoded = name_in_logs(logs, code) or (
+                idl.error_name(code) if idl is not None else None)
             if decoded:
                 name = decoded
             elif code == 0:   # the System Program's error 0, surfacing from an `init` CPI

@@ -155,7 +155,7 @@ class Submitter:
             err = sim.get("err")
             if err is not None:
                 failure = classify(err, dict(enumerate(program_ids_of(bytes(probe)))),
-                                   self.idls_by_program)
+                                   self.idls_by_program, sim.get("logs"))
                 if failure.kind is FailureKind.BLOCKHASH and not fresh:
                     fresh = True
                     continue

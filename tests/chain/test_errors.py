@@ -29,3 +29,26 @@ def test_send_messages() -> None:
     assert is_already_processed("AlreadyProcessed")
     assert not is_already_processed("Blockhash not found")
     assert is_blockhash_not_found("Transaction simulation failed: Blockhash not found")
+
+
+def test_an_error_from_a_cpi_is_named_by_the_program_that_raised_it() -> None:
+    """energy_token's mint_grid_tokens fails with the registry's 6006 (NoUnsettledBalance): the
+    energy_token IDL has no 6006, the trading IDL a different one; the log line names it."""
+    from gridnode.chain.idl import load_idls
+    from tests.e2e.harness import REPO
+    idls = {str(p.program_id): p for p in load_idls(REPO / "idl").values()}
+    token = str(load_idls(REPO / "idl")["energy_token"].program_id)
+    err = {"InstructionError": [2, {"Custom": 6006}]}
+    logs = ["Program Xyz invoke [1]", "Program log: Instruction: MintGridTokens",
+            "Program log: AnchorError occurred. Error Code: NoUnsettledBalance. Error Number: "
+            "6006. Error Message: No unsettled balance.", "Program Xyz failed: custom program error: 0x1776"]
+    assert classify(err, {2: token}, idls).name == "Custom(6006)"
+    f = classify(err, {2: token}, idls, logs)
+    assert (f.name, f.code, f.kind) == ("NoUnsettledBalance", 6006, "program")
+    # Anchor's other spellings of the line; a line for another number is not taken
+    thrown = ["Program log: AnchorError thrown in programs/x/src/lib.rs:10. Error Code: "
+              "InvalidMeter. Error Number: 6001. Error Message: m."]
+    assert classify({"InstructionError": [0, {"Custom": 6001}]}, {}, {}, thrown).name \
+        == "InvalidMeter"
+    assert classify({"InstructionError": [0, {"Custom": 6002}]}, {}, {}, thrown).name \
+        == "Custom(6002)"
