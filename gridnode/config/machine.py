@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from gridnode.config import ConfigIssue, GridnodeConfig, same_bus_issue
-from gridnode.config.meters import SerialBus, TcpBus
+from gridnode.config.meters import MqttBroker, SerialBus, TcpBus
 
 __all__ = ["check_machine"]
 
@@ -50,15 +50,20 @@ def _data_dir(cfg: GridnodeConfig) -> list[ConfigIssue]:
 
 
 def _tls_files(cfg: GridnodeConfig) -> list[ConfigIssue]:
-    """The files paho's tls_set will load, loaded the same way now."""
-    mqtt = cfg.meters.mqtt
-    if mqtt is None or not mqtt.tls:
-        return []
+    """The files paho's tls_set will load, loaded the same way now, for each MQTT broker."""
+    brokers: list[tuple[str, MqttBroker | None]] = [("meters.mqtt", cfg.meters.mqtt)]
+    if cfg.publish.mqtt.enabled:
+        brokers.append(("publish.mqtt", cfg.publish.mqtt))
+    return [i for where, mqtt in brokers if mqtt is not None and mqtt.tls
+            for i in _broker_tls(cfg.source, where, mqtt)]
+
+
+def _broker_tls(source: str, where: str, mqtt: MqttBroker) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     if mqtt.ca_file is not None:
         why = _unusable(lambda: ssl.create_default_context(cafile=str(mqtt.ca_file)))
         if why:
-            issues.append(ConfigIssue(cfg.source, "meters.mqtt.ca_file", repr(str(mqtt.ca_file)),
+            issues.append(ConfigIssue(source, f"{where}.ca_file", repr(str(mqtt.ca_file)),
                                       f"a PEM file of CA certificates ({why})"))
     if mqtt.cert_file is not None:
         cert, key = str(mqtt.cert_file), str(mqtt.key_file) if mqtt.key_file else None
@@ -67,7 +72,7 @@ def _tls_files(cfg: GridnodeConfig) -> list[ConfigIssue]:
             cert, key, password=lambda: b""))
         if why:
             issues.append(ConfigIssue(
-                cfg.source, "meters.mqtt.cert_file", repr(cert),
+                source, f"{where}.cert_file", repr(cert),
                 "a PEM client certificate with its unencrypted private key "
                 f"(in this file or in key_file) ({why})"))
     return issues

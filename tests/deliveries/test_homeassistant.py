@@ -239,3 +239,23 @@ def test_home_assistant_discovery_states_availability_and_birth(
         sub.disconnect()
         _clear_retained(host, port, seen.topics(prefix) | seen.topics(base))
     assert "Traceback" not in node.log()
+
+
+def test_publish_mqtt_configuration_errors_name_the_key(tmp_path: Path) -> None:
+    from gridnode.config import ConfigError, parse_config
+    from gridnode.config.machine import check_machine
+
+    with pytest.raises(ConfigError) as err:
+        parse_config('[publish.mqtt]\nenabled = true\ndiscovery_prefix = "home/#"\n'
+                     'publish_every_s = 0\n', "site.toml")
+    issues = {i.path: i for i in err.value.errors}
+    assert set(issues) == {"publish.mqtt.discovery_prefix", "publish.mqtt.publish_every_s"}
+    assert "without wildcards" in issues["publish.mqtt.discovery_prefix"].allowed
+    cfg = parse_config(f'[node]\ndata_dir = "{tmp_path}"\n[publish.mqtt]\nenabled = true\n'
+                       f'tls = true\nca_file = "{tmp_path / "nope.pem"}"\n', "site.toml")
+    found = check_machine(cfg, resolve=False)
+    assert [(i.file, i.path) for i in found] == [("site.toml", "publish.mqtt.ca_file")]
+    assert "a PEM file of CA certificates" in found[0].allowed
+    off = parse_config(f'[node]\ndata_dir = "{tmp_path}"\n[publish.mqtt]\ntls = true\n'
+                       f'ca_file = "{tmp_path / "nope.pem"}"\n', "site.toml")
+    assert check_machine(off, resolve=False) == []      # not enabled: its files are not used
