@@ -301,6 +301,12 @@ def summary(cfg: GridnodeConfig) -> list[str]:
                                   f"(no jwt_secret_file) nothing, and then: {NO_SECRET}")
                  if api.enabled else "api: off (enable it with [api] enabled = true)")
     lines.append(f"logging: {cfg.logging.level}, {cfg.logging.format}")
+    ha = cfg.publish.mqtt
+    lines.append(f"home assistant: MQTT discovery under {ha.discovery_prefix}/, states under "
+                 f"{ha.base_topic}/{cfg.node.id}/, broker {ha.host}:{ha.port}" if ha.enabled
+                 else "home assistant: off ([publish.mqtt] enabled = true publishes the meters)")
+    lines.append(f"disk guard: raw readings held back below {cfg.storage.min_free_mb:g} MiB free"
+                 if cfg.storage.min_free_mb > 0 else "disk guard: off ([storage] min_free_mb)")
     if does_nothing(cfg):
         lines.insert(0, "does nothing: no meters and no [chain] are configured, so the node would "
                         "only keep its database open")
