@@ -120,3 +120,65 @@ async def test_a_round_reads_its_meters_once_and_types_every_refusal(tmp_path: P
                    bad: ("invalid_payload", Outcome.FAILED),
                    unknown: ("unknown_tx_type", Outcome.FAILED)}
     assert pool.requests == Counter({"getMultipleAccounts": 1})
+
+
+async def test_grid_accounts_are_created_only_when_absent_and_only_when_associated(
+        tmp_path: Path) -> None:
+    """settle_trade's buyer account and grid_minting's account: an absent associated account
+    gets an idempotent create in front of the program's instruction (paid by the signer); one
+    that exists gets none; an absent account that is not associated fails, naming the right
+    one. The trade record and settlement PDAs come from the payload's addresses."""
+    from solders.pubkey import Pubkey
+
+    from gridnode.chain.instructions import ATA_PROGRAM, associated_token_address
+    from gridnode.chain.validation import GridMintingPayload, InvalidInput, SettleTradePayload
+    from gridnode.store.operations import Operation
+
+    idls = load_idls(IDL_DIR)
+    mint = Pubkey.find_program_address([b"mint"], idls["energy_token"].program_id)[0]
+    trading = idls["trading"].program_id
+    async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
+        signers = bootstrap_signers(net.bootstrap)
+        alice, bob = list(signers.users.values())[:2]
+        a, b = str(alice.pubkey()), str(bob.pubkey())
+        pool = RpcPool([net.rpc_url], commitment="confirmed")
+        builder = InstructionBuilder(idls, pool, signers)
+        trade = Pubkey.new_unique()
+        settle = SettleTradePayload(
+            trade_record=str(trade), seller=a, buyer=b,
+            seller_token_account=str(associated_token_address(alice.pubkey(), mint)),
+            buyer_token_account=str(associated_token_address(bob.pubkey(), mint)), signer=a)
+        stray = settle.model_copy(update={"buyer_token_account": str(Pubkey.new_unique())})
+        existing = settle.model_copy(update={"buyer_token_account": str(mint)})  # exists
+        minting = GridMintingPayload(meter_id="pv-1", owner=a, interval_end=1,
+                                     token_account=str(associated_token_address(alice.pubkey(),
+                                                                                mint)))
+
+        def op(i: int, payload: Any) -> Operation:
+            row = new_operation(payload, f"k{i}")
+            return Operation(id=i, tx_type=row.tx_type, payload=dict(row.payload),
+                             idempotency_key=row.idempotency_key, status="pending", attempts=0,
+                             last_error=None, next_attempt_at_ms=0, created_at_ms=0,
+                             updated_at_ms=0, submitted_at_ms=None, confirmed_at_ms=None,
+                             finalized_at_ms=None)
+
+        try:
+            prepared, refused = await builder.prepare_many(
+                [op(1, settle), op(2, stray), op(3, existing), op(4, minting)])
+        finally:
+            await pool.close()
+    by_id = {p.op_id: p for p in prepared}
+    assert set(by_id) == {1, 3, 4}
+    s1 = by_id[1].instructions
+    assert [ix.program_id for ix in s1] == [ATA_PROGRAM, trading]
+    assert s1[0].accounts[0].pubkey == alice.pubkey() and s1[0].accounts[2].pubkey == bob.pubkey()
+    assert s1[1].accounts[0].pubkey == trade
+    assert s1[1].accounts[1].pubkey == Pubkey.find_program_address(
+        [b"settlement", bytes(trade)], trading)[0]
+    assert [ix.program_id for ix in by_id[3].instructions] == [trading]
+    assert [ix.program_id for ix in by_id[4].instructions] == [
+        ATA_PROGRAM, idls["energy_token"].program_id]
+    assert by_id[4].distinct == "pv-1"
+    [(op_id, err)] = [(r.op_id, r.error) for r in refused]
+    assert op_id == 2 and isinstance(err, InvalidInput) and err.code == "no_token_account"
+    assert str(associated_token_address(bob.pubkey(), mint)) in err.message
