@@ -12,7 +12,8 @@ trade costs on chain.
 3. Cost per trade, from the localnet's own transactions (getTransaction meta
    computeUnitsConsumed and fee) of gridnode's pipeline: a sell and a buy order
    (order_creation), match_orders, settle_trade; batched transactions are divided among the
-   operations they carry. Rent locked in the accounts a trade creates is listed apart (it is
+   operations they carry, and the CU of creating a buyer's GRID account on its first settlement
+   (once per account) is shown on its own line. Rent locked in the accounts a trade creates is listed apart (it is
    a deposit, not a fee). grid_minting is shown too (it makes the GRID that is sold).
 """
 
@@ -37,7 +38,7 @@ from solders.pubkey import Pubkey  # noqa: E402
 
 from gridnode.chain import accounts  # noqa: E402
 from gridnode.chain.idl import ProgramIdl, load_idls  # noqa: E402
-from gridnode.chain.instructions import associated_token_address  # noqa: E402
+from gridnode.chain.instructions import ATA_PROGRAM, associated_token_address  # noqa: E402
 from gridnode.chain.rpc import RpcPool  # noqa: E402
 from gridnode.chain.txtypes import new_operation  # noqa: E402
 from gridnode.chain.validation import (  # noqa: E402
@@ -141,9 +142,17 @@ async def bench_reading(sizes: list[int], tmp: Path) -> None:
             await pool.close()
 
 
+def ata_units(logs: list[str]) -> tuple[int, int]:
+    """(CU, count) of the associated token account creations in a transaction's logs."""
+    prefix = f"Program {ATA_PROGRAM} consumed "
+    used = [int(line[len(prefix):].split()[0]) for line in logs if line.startswith(prefix)]
+    return sum(used), len(used)
+
+
 async def tx_costs(store: Store, pool: RpcPool) -> dict[str, tuple[float, float, int]]:
     """tx type -> (CU per operation, fee lamports per operation, operations) over every
-    finalized transaction."""
+    finalized transaction; the creation of GRID accounts on the way is split off under
+    "(GRID account creation)"."""
     rows = await store.fetchall(
         "SELECT a.signature, o.tx_type, (SELECT count(*) FROM tx_attempt_operations x "
         "WHERE x.signature = a.signature) AS n FROM tx_attempts a "
@@ -160,7 +169,12 @@ async def tx_costs(store: Store, pool: RpcPool) -> dict[str, tuple[float, float,
                 "encoding": "base64", "commitment": "finalized",
                 "maxSupportedTransactionVersion": 0}])
         meta = seen[sig]["meta"]
-        cu[r["tx_type"]] += meta["computeUnitsConsumed"] / r["n"]
+        ata_cu, created = ata_units(meta.get("logMessages") or [])
+        if created and "ata" not in seen[sig]:
+            seen[sig]["ata"] = True
+            cu["(GRID account creation)"] += ata_cu
+            count["(GRID account creation)"] += created
+        cu[r["tx_type"]] += (meta["computeUnitsConsumed"] - ata_cu) / r["n"]
         fee[r["tx_type"]] += meta["fee"] / r["n"]
         count[r["tx_type"]] += 1
     return {t: (cu[t] / count[t], fee[t] / count[t], count[t]) for t in count}
@@ -225,17 +239,18 @@ async def bench_trade_cost(trades: int, tmp: Path) -> None:
         finally:
             await pool.close()
             await store.close()
-    print(f"   {'tx type':<16} {'CU/op':>8} {'fee lamports/op':>16} {'ops':>4}")
-    for t in ("grid_minting", "order_creation", "match_orders", "settle_trade"):
+    print(f"   {'tx type':<24} {'CU/op':>8} {'fee lamports/op':>16} {'ops':>4}")
+    for t in ("grid_minting", "order_creation", "match_orders", "settle_trade",
+              "(GRID account creation)"):
         if t in costs:
             c, f, n = costs[t]
-            print(f"   {t:<16} {c:>8,.0f} {f:>16,.0f} {n:>4}")
+            print(f"   {t:<24} {c:>8,.0f} {f:>16,.0f} {n:>4}")
     legs = [("order_creation", 2), ("match_orders", 1), ("settle_trade", 1)]
     if all(t in costs for t, _ in legs):
         cu = sum(costs[t][0] * k for t, k in legs)
         fee = sum(costs[t][1] * k for t, k in legs)
         print(f"   per trade (2 orders + match + settle): {cu:,.0f} CU, {fee:,.0f} lamports in "
-              f"fees (each settlement here also created its buyer's GRID account)")
+              f"fees")
         deposit = 2 * rent["Order"] + rent["TradeRecord"] + rent["TradeSettlement"]
         print(f"   rent locked per trade (2 orders, trade record, settlement marker): "
               f"{deposit:,} lamports (+{rent['token account']:,} once per new buyer account)")
