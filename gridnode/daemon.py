@@ -86,6 +86,9 @@ def build_subsystems(config: GridnodeConfig, store: Store,
         builders.append(lambda: MetersSubsystem.from_config(config, store, file=config.source))
     if config.chain is not None and keys is not None:
         builders.append(lambda: _pipeline(config, store, keys))
+    if config.market is not None and config.market.enabled:    # after the pipeline it uses
+        from gridnode.market.service import MarketSubsystem
+        builders.append(lambda: MarketSubsystem.from_config(config, store, subsystems))
     if config.alerts.enabled:   # whether or not the API runs; it reads what the others do
         builders.append(lambda: AlertsSubsystem(config.alerts, store, subsystems))
     if config.storage.min_free_mb > 0:
@@ -123,6 +126,8 @@ def _pipeline(config: GridnodeConfig, store: Store, gateway: Keypair) -> Pipelin
     named = [("chain.authority_keypair", chain.authority_keypair)] if chain.authority_keypair \
         else []
     named += chain.user_keypair_files()
+    if config.market is not None:       # the market users whose own key the node holds
+        named += config.market.user_keypair_files()
     try:
         keypairs = load_configured_keypairs(config.source, named)
         authority = keypairs.pop(0) if chain.authority_keypair else None

@@ -183,6 +183,11 @@ async def orders(db: Reader, limit: int = 50, epoch: int | None = None,
     return [OrderView(_order(r), str(r["op_status"]), r["cancel_status"]) for r in rows]
 
 
+async def order_by_id(db: Reader, order_id: int) -> MarketOrder | None:
+    r = await db.fetchone(f"SELECT {_COLUMNS} FROM market_orders WHERE id = ?", (order_id,))
+    return None if r is None else _order(r)
+
+
 async def order_by_address(db: Reader, address: str) -> MarketOrder | None:
     r = await db.fetchone(f"SELECT {_COLUMNS} FROM market_orders WHERE order_address = ?",
                           (address,))
