@@ -301,6 +301,8 @@ class HomeAssistant:
                 loop.call_soon_threadsafe(self._on_birth)
 
         client.on_connect, client.on_disconnect = on_connect, on_disconnect
+        client.on_connect_fail = lambda cl, ud: loop.call_soon_threadsafe(
+            self._lost, "cannot connect")
         client.on_message = on_message
         return client
 
