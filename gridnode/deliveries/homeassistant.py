@@ -300,10 +300,11 @@ class HomeAssistant:
             if msg.topic == self.birth_topic and bytes(msg.payload) == b"online":
                 loop.call_soon_threadsafe(self._on_birth)
 
+        def on_connect_fail(cl: mqtt.Client, ud: Any) -> None:
+            loop.call_soon_threadsafe(self._lost, "cannot connect")
+
         client.on_connect, client.on_disconnect = on_connect, on_disconnect
-        client.on_connect_fail = lambda cl, ud: loop.call_soon_threadsafe(
-            self._lost, "cannot connect")
-        client.on_message = on_message
+        client.on_connect_fail, client.on_message = on_connect_fail, on_message
         return client
 
     def _on_connected(self) -> None:
