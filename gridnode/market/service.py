@@ -106,11 +106,13 @@ class MarketSubsystem:
         mc = config.market
         assert mc is not None
         pipeline = next((s for s in subsystems if isinstance(s, Pipeline)), None)
-        if config.chain is None or pipeline is None:
+        if config.chain is None:
             raise ConfigError([ConfigIssue(config.source, "market", "<enabled>",
                                            "a [chain] section (and the gateway keypair): the "
                                            "market mints, trades and settles on chain")])
         users, issues = resolve_users(config)
+        if pipeline is None:        # it refused the configuration: its issues are reported
+            raise ConfigError(issues)
         holds_authority = config.chain.authority_keypair is not None
         if mc.clears == "always" and not holds_authority:
             issues.append(ConfigIssue(config.source, "market.clears", "'always'",
