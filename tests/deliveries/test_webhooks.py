@@ -276,6 +276,27 @@ async def test_a_webhook_failing_past_disable_after_is_disabled_with_an_alert(
         await asyncio.sleep(0.5)
         assert len(receiver.at("/down")) == tries     # disabled: no more requests
 
+        # the operator enables it again once the receiver is back: what waited is delivered
+        # (the same message) and the alert clears
+        del receiver.always["/down"]
+        replay = _cli("deliveries", "replay", "--destination", f"webhook:{hook['id']}",
+                      "--db", str(node.config.node.database))
+        assert replay.returncode == 0 and "disabled -> active" in replay.stdout, replay
+        await until(lambda: any(r.answered == 200 for r in receiver.at("/down")),
+                    "delivery after the replay")
+        ok = [r for r in receiver.at("/down") if r.answered == 200]
+        assert ok[0].headers["webhook-id"] == receiver.at("/down")[0].headers["webhook-id"]
+        assert ok[0].json["data"]["name"] == "some_rule"
+        deadline = time.monotonic() + 10
+        while True:
+            alerts = await node.call("GET", "/api/v1/alerts", token=admin)
+            states = {a["name"]: a["state"] for a in alerts.json["alerts"]}
+            if states.get(f"webhook_disabled:{hook['id']}") == "cleared":
+                break
+            assert time.monotonic() < deadline, states
+            await asyncio.sleep(0.1)
+        assert (await disabled())["status"] == "active"
+
 
 def test_event_type_mapping() -> None:
     """The contract's mapping from the event log to webhook event types."""
