@@ -325,7 +325,8 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
 async def test_transactions_on_the_localnet_reach_a_webhook(tmp_path: Path,
                                                             receiver: Receiver) -> None:
     """TransactionSubmitted then TransactionConfirmed, with the signature the chain has, for an
-    operation the pipeline really sends to the localnet's SBF programs."""
+    operation the pipeline really sends to the localnet's SBF programs; a meter reading that
+    finalizes is IntervalFinalized for a webhook that wants that."""
     async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
         users = [str(p) for p in net.bootstrap["keypairs"]["users"][:1]]
         node = ApiNode(tmp_path, localnet_node(net, tmp_path / "state", user_keypairs=users),
@@ -338,22 +339,44 @@ async def test_transactions_on_the_localnet_reach_a_webhook(tmp_path: Path,
                     "TransactionSubmitted", "TransactionConfirmed", "TransactionFailed"]})
             assert made.status == 201, made
             secret = made.json["secret"]
+            iv = await node.call("POST", "/api/v1/webhooks", token=admin, body={
+                "url": receiver.url("/iv"), "event_types": [
+                    "IntervalFinalized", "TransactionConfirmed"]})
+            assert iv.status == 201, iv
             await asyncio.sleep(0.5)
             created = await node.call("POST", "/api/v1/transactions/create", token=admin, body={
                 "tx_type": "user_registration", "submit": True,
                 "payload": {"user": alice, "user_type": "prosumer", "location": "webhooks"}})
             assert created.status == 201, created
             op = created.json["operation_id"]
-            await until(lambda: any(r.json["type"] == "TransactionConfirmed"
-                                    for r in receiver.at("/tx")), "TransactionConfirmed", 60)
+            end = int(time.time()) // 60 * 60
+            reading = await node.call("POST", "/api/v1/transactions/create", token=admin, body={
+                "tx_type": "meter_reading", "submit": True, "payload": {
+                    "meter_id": "house-9", "interval_start": end - 60, "interval_end": end,
+                    "energy_produced_wh": 1234, "energy_consumed_wh": 567}})
+            assert reading.status == 201, reading
+            reading_op = reading.json["operation_id"]
+            await until(lambda: sum(r.json["type"] == "TransactionConfirmed"
+                                    for r in receiver.at("/tx")) == 2, "TransactionConfirmed", 60)
+            await until(lambda: len(receiver.at("/iv")) == 2, "IntervalFinalized", 30)
             status = (await node.call("GET", f"/api/v1/transactions/{op}/status",
                                       token=admin)).json
-    got = receiver.at("/tx")
-    assert all(standard_webhooks_valid(secret, r.headers, r.body) for r in got)
+    got = [r for r in receiver.at("/tx") if r.json["data"]["operation_id"] == op]
+    assert all(standard_webhooks_valid(secret, r.headers, r.body) for r in receiver.at("/tx"))
     types = [r.json["type"] for r in got]
-    assert types[0] == "TransactionSubmitted" and types[-1] == "TransactionConfirmed", types
-    assert "TransactionFailed" not in types
+    assert types == ["TransactionSubmitted", "TransactionConfirmed"], types
+    assert "TransactionFailed" not in [r.json["type"] for r in receiver.at("/tx")]
     confirmed = got[-1].json["data"]
     assert confirmed["operation_id"] == op and confirmed["tx_type"] == "user_registration"
     assert confirmed["status"] == "finalized" and confirmed["signature"] == status["signature"]
     assert confirmed["payload"]["user"] == alice and confirmed["slot"] is not None
+    assert all(standard_webhooks_valid(iv.json["secret"], r.headers, r.body)
+               for r in receiver.at("/iv"))
+    by_type = {r.json["type"]: r.json["data"] for r in receiver.at("/iv")}
+    assert set(by_type) == {"IntervalFinalized", "TransactionConfirmed"}
+    assert by_type["TransactionConfirmed"]["operation_id"] == op     # not the reading's
+    interval = by_type["IntervalFinalized"]
+    assert interval["operation_id"] == reading_op and interval["meter_id"] == "house-9"
+    assert (interval["interval_start"], interval["interval_end"]) == (end - 60, end)
+    assert (interval["import_wh"], interval["export_wh"]) == (567, 1234)
+    assert interval["signature"] and interval["backfilled"] is False
