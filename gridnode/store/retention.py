@@ -1,8 +1,8 @@
 """Retention: which raw readings may go, deleted in small batches, and the file shrunk after.
 
 A raw reading may be deleted when every rule in RAW_RULES holds for it. Each rule is an SQL
-condition on the reading ``r`` (a row of readings), with named parameters; the deliveries work
-adds "and delivered upstream" as one more entry, without touching the purge itself. Each batch
+condition on the reading ``r`` (a row of readings), with named parameters: old enough, its
+interval finalized on chain, and (with an upstream destination) delivered upstream. Each batch
 is its own short write transaction, so the one writer (meter readings, the outbox) never waits
 long behind a purge.
 """
@@ -26,7 +26,23 @@ INTERVAL_FINALIZED = (
     "AND EXISTS (SELECT 1 FROM operations o WHERE o.status = 'finalized' AND o.idempotency_key = "
     f"(SELECT 'meter_reading:' || i.meter_id || ':' || i.interval_end {_LAST_INTERVAL}))")
 
-RAW_RULES: list[str] = [OLDER_THAN_CUTOFF, INTERVAL_FINALIZED]
+# When the upstream platform is a delivery destination, the interval is delivered there: its
+# destination's cursor is past the moment the interval was finalized (the cursor's event is
+# younger than the operation's finalized_at_ms), and no interval item of the meter is still
+# pending or parked. Without an upstream destination the rule holds for every reading.
+_FINALIZED_AT = ("(SELECT o.finalized_at_ms FROM operations o WHERE o.idempotency_key = "
+                 f"(SELECT 'meter_reading:' || i.meter_id || ':' || i.interval_end "
+                 f"{_LAST_INTERVAL}))")
+DELIVERED_UPSTREAM = (
+    "NOT EXISTS (SELECT 1 FROM delivery_destinations dd WHERE dd.name = 'upstream' AND ("
+    " dd.cursor = 0"
+    " OR COALESCE((SELECT e.at_ms FROM events e WHERE e.id = dd.cursor), 1 << 62)"
+    f" <= COALESCE({_FINALIZED_AT}, 1 << 62)"
+    " OR EXISTS (SELECT 1 FROM delivery_items d WHERE d.destination = 'upstream'"
+    "  AND d.order_key = r.meter_id AND d.kind = 'interval.finalized'"
+    "  AND d.status != 'delivered')))")
+
+RAW_RULES: list[str] = [OLDER_THAN_CUTOFF, INTERVAL_FINALIZED, DELIVERED_UPSTREAM]
 
 
 @dataclass(frozen=True, slots=True)
