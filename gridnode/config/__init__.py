@@ -29,6 +29,7 @@ from gridnode.config.meters import MetersConfig, MqttMeter
 from gridnode.config.node import NodeConfig
 from gridnode.config.outbox import OutboxConfig
 from gridnode.config.publish import PublishConfig
+from gridnode.config.reconciliation import ReconciliationConfig
 from gridnode.config.retention import RetentionConfig
 from gridnode.config.storage import StorageConfig
 from gridnode.config.upstream import UpstreamConfig
@@ -50,6 +51,7 @@ class GridnodeConfig(Section):
     api: ApiConfig = Field(default_factory=ApiConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    reconciliation: ReconciliationConfig = Field(default_factory=ReconciliationConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
