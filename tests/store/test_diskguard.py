@@ -1,6 +1,8 @@
 """The disk guard with the real daemon on a small tmpfs: below [storage] min_free_mb raw readings
 are held back while intervals are still written, the `disk_guard` alert is raised, and both come
-back by themselves when the space does; the daemon stays up and the database checks ok."""
+back by themselves when the space does. When the disk then fills up for good the readings wait
+unacknowledged; the daemon stays up, every reading's energy ends in the intervals once space
+returns, and the database checks ok."""
 
 from __future__ import annotations
 
@@ -47,15 +49,18 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def _leave_free(directory: Path, free_bytes: int) -> Path:
-    """One file that takes all but `free_bytes` of the filesystem."""
-    filler = directory / "filler"
+def _leave_free(directory: Path, free_bytes: int, name: str = "filler") -> Path:
+    """One file that takes all but `free_bytes` of the filesystem (0: every byte)."""
+    filler = directory / name
     take = shutil.disk_usage(directory).free - free_bytes
     assert take > 0
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:
         chunk = b"\0" * MB
-        while take > 0:
-            take -= f.write(chunk[:min(len(chunk), take)])
+        try:
+            while take > 0:
+                take -= f.write(chunk[:min(len(chunk), take)])
+        except OSError:         # full before the count: what the test wants anyway
+            pass
     return filler
 
 
@@ -105,10 +110,20 @@ def test_raw_readings_pause_below_min_free_and_resume(tmpfs: Path, tmp_path: Pat
         assert raw() == 40                 # not one raw row while short of space
         assert node.proc is not None and node.proc.poll() is None
 
+        # then the disk fills up for good: the readings wait (unacknowledged), nothing breaks
+        full = _leave_free(tmpfs, 0, "full")
+        publish_all(publisher, _messages(topic, t0, 100, 30))    # 2 more intervals
+        node.wait_log("storage full", timeout=30)
+        time.sleep(2.0)
+        assert node.proc is not None and node.proc.poll() is None, node.log()
+
+        os.unlink(full)
         os.unlink(filler)
         node.wait_log("disk guard: raw readings resumed")
         node.wait_until(lambda: alert() == "cleared", what="the alert cleared")
-        publish_all(publisher, _messages(topic, t0, 100, 20))
+        node.wait_until(lambda: intervals() == before_intervals + 6,
+                        what="the intervals of what waited for space")
+        publish_all(publisher, _messages(topic, t0, 130, 20))
         node.wait_until(lambda: raw() == 60, what="raw readings kept again")
         assert node.stop(signal.SIGTERM) == 0
     finally:
@@ -116,10 +131,12 @@ def test_raw_readings_pause_below_min_free_and_resume(tmpfs: Path, tmp_path: Pat
     # the intervals cover every reading's energy, raw rows or not: 10 Wh a minute throughout
     rows = node.query("SELECT import_wh, interval_start FROM intervals WHERE meter_id = 'm' "
                       "ORDER BY interval_start")
-    assert [r[0] for r in rows] == [150] * len(rows) and len(rows) == 7
+    assert [r[0] for r in rows] == [150] * len(rows) and len(rows) == 9
     log = node.log()
     assert log.count("disk guard: raw readings paused") == 1, log
     assert log.count("disk guard: raw readings resumed") == 1, log
+    assert log.count('event="storage full') == 1, log
+    assert log.count('event="storage writable again') == 1, log
     assert "Traceback" not in log
     check = subprocess.run([sys.executable, "-m", "gridnode", "db", "check", "--db",
                             str(node.db)], cwd=REPO, capture_output=True, text=True)
