@@ -70,6 +70,9 @@ def _wake(call: Call) -> None:
 async def add_webhook(call: Call) -> Reply:
     """Register a webhook; the answer holds its secret, shown this once."""
     body: WebhookCreate = call.body
+    if not call.ctx.config.webhooks.enabled:
+        raise Problem(409, "webhooks-off", "Webhooks are off", "this node delivers no webhooks "
+                      "([webhooks] enabled = false): a registration would never be used")
     hook = await create(call.write, str(body.url), body.event_types, body.description)
     _wake(call)
     return Reply(WebhookCreated(secret=hook.secret, **_info(hook)))  # type: ignore[arg-type]

@@ -380,3 +380,11 @@ async def test_transactions_on_the_localnet_reach_a_webhook(tmp_path: Path,
     assert (interval["interval_start"], interval["interval_end"]) == (end - 60, end)
     assert (interval["import_wh"], interval["export_wh"]) == (567, 1234)
     assert interval["signature"] and interval["backfilled"] is False
+
+
+async def test_no_registration_while_webhooks_are_off(tmp_path: Path) -> None:
+    async with ApiNode(tmp_path, {"webhooks": {"enabled": False}}) as node:
+        refused = problem(await node.call("POST", "/api/v1/webhooks", token=node.token(), body={
+            "url": "http://127.0.0.1:9/x", "event_types": ["AlertRaised"]}), 409)
+        assert "[webhooks] enabled = false" in refused["detail"]
+        assert await node.count("webhooks") == 0
