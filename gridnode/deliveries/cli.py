@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gridnode.store import deliveries as stored
@@ -40,6 +41,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--destination", help="replay every parked item of this destination")
     p.add_argument("--reason", help="note recorded in the audit log")
     p.set_defaults(fn=cmd_replay)
+    p = dl.add_parser("secret", help="write a new whsec_ signing secret for [upstream] (mode "
+                      "0600, never overwrites; append a second one to rotate)")
+    p.add_argument("path")
+    p.set_defaults(fn=cmd_secret)
 
 
 def _run(args: argparse.Namespace, go: Callable[[Store], object]) -> int:
@@ -131,3 +136,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 0
 
     return _run(args, go)
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    from gridnode.cli import CliError, _out
+    from gridnode.deliveries.upstream import write_secret_file
+
+    path = Path(args.path)
+    try:
+        write_secret_file(path)
+    except FileExistsError:
+        raise CliError(f"{path} already exists; a secret is never overwritten (the platform "
+                       "would refuse every request signed with a new one)") from None
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+    _out(f"wrote {path} (mode 0600); set [upstream] secret_file = \"{path}\" and give the "
+         "platform the same secret")
+    return 0
