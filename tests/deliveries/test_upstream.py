@@ -223,3 +223,35 @@ async def test_the_cursor_and_the_items_survive_a_restart(
     assert platform.stats["duplicates"] == 0         # nothing delivered was sent again
     assert_in_order_once(platform, METERS, ENDS[:8])
     await store.close()
+
+
+async def test_settlements_and_operation_outcomes_go_up_too(
+        store: Store, platform: PlatformSimulator, secret: str) -> None:
+    from gridnode.store import events, now_ms
+
+    row = {"id": 7, "trade_record": "TrAdE1111111111111111111111111111111111111",
+           "status": "settled", "energy_wh": 1500, "token_amount": 1_500_000_000,
+           "signature": "5igSig"}
+    async with store.write() as tx:
+        await events.append(tx, events.EventType.SETTLEMENT_COMPLETED, row, at_ms=now_ms())
+        await events.append(tx, events.EventType.SETTLEMENT_DEFAULTED, {**row, "status":
+                                                                         "defaulted"},
+                            at_ms=now_ms())
+        op_id, _ = await tx.add_operation("order_cancel", {"order": "Ord1"}, "order_cancel:Ord1")
+        await tx.set_status("operation", op_id, "failed", reason="program error 6001",
+                            last_error="custom program error: 0x1771")
+        await events.append(tx, events.EventType.ALERT_RAISED, {"name": "rpc_down"},
+                            at_ms=now_ms())      # not for upstream
+    engine, _ = engine_for(store, platform, [secret])
+    async with running(engine):
+        await wait_for(lambda: held(platform) == 3, 10, "three items")
+    got = {h["type"]: h for h in platform.items()}
+    assert set(got) == {"settlement.completed", "settlement.defaulted", "operation.outcome"}
+    assert got["settlement.completed"]["key"] == f"test-node:settlement:{row['trade_record']}" \
+        ":completed"
+    assert got["settlement.completed"]["item"]["data"]["token_amount"] == 1_500_000_000
+    assert got["settlement.defaulted"]["key"].startswith(
+        f"test-node:settlement:{row['trade_record']}:defaulted:")
+    outcome = got["operation.outcome"]["item"]["data"]
+    assert (outcome["tx_type"], outcome["status"], outcome["error"]) == (
+        "order_cancel", "failed", "custom program error: 0x1771")
