@@ -11,11 +11,13 @@ For one local day of the node's time zone, and for every local meter and user:
                    against the meter_reading operations finalized (per meter: missing, extra,
                    doubled, different values)
     balance        each user's GRID (base units, all its known token accounts) against minted -
-                   delivered + received by the node's finalized operations and settled rows
-                   (cumulative)
-    trade_*        every TradeRecord with a local party executed that day against exactly one
-                   settlement row with the same amount, price, total and fee, and back; and a
-                   settled row against the program's TradeSettlement marker
+                   delivered + received by the node's finalized operations and settled rows,
+                   plus what it bought from sellers elsewhere whose trades the program marks
+                   settled (cumulative)
+    trade_*        every TradeRecord with a local party executed that day: with a local seller,
+                   exactly one settlement row with the same amount, price, total and fee (the
+                   node settles trades of its sellers; a local buyer's seller elsewhere settles
+                   its own), and back; and a row against the program's TradeSettlement marker
                    (trade_without_settlement, settlement_without_trade, trade_mismatch,
                    settlement_status)
 
@@ -381,8 +383,9 @@ class Reconciler:
         report.counts.update(meters=len(meters), users=len(users))
         await self._meters(report, meters)
         await self._readings(report, meters, start_s, end_s)
-        await self._balances(report, users)
-        await self._trades(report, users, start_s, end_s)
+        records = await self._trade_records(users)
+        await self._balances(report, users, records)
+        await self._trades(report, users, records, start_s, end_s)
         report.finished_at_ms = now_ms()
         return report
 
@@ -584,8 +587,20 @@ class Reconciler:
                     out.append(((m, ts), (int(ev["energy_produced"]), int(ev["energy_consumed"]))))
         return out
 
-    async def _balances(self, report: Report, users: Mapping[str, str]) -> None:
-        """Each user's GRID on chain against minted - delivered + received by the node."""
+    async def _trade_records(self, users: Mapping[str, str]) -> dict[str, TradeRecordAccount]:
+        """Every TradeRecord on chain with a local party, by address."""
+        from gridnode.chain import accounts as accounts_reads
+
+        records: dict[str, TradeRecordAccount] = {}
+        for u in users:
+            for rec in await accounts_reads.trade_records(self.pool, self.idls, u):
+                records[rec.address] = rec
+        return records
+
+    async def _balances(self, report: Report, users: Mapping[str, str],
+                        records: Mapping[str, TradeRecordAccount]) -> None:
+        """Each user's GRID on chain against minted - delivered + received by the node (and
+        received from trades a seller elsewhere settled, by their settlement markers)."""
         from gridnode.chain import accounts as accounts_reads
 
         mint = self.idls["energy_token"].find_pda([b"mint"])[0]
@@ -633,7 +648,17 @@ class Reconciler:
                     ranges[src].add(-int(p["amount"]), flying)
                 if dst is not None and src != dst:
                     ranges[dst].add(int(p["amount"]), flying)
-        for row in await stored.settlements(self.store):
+        rows = await stored.settlements(self.store)
+        known = {r.trade_record for r in rows}
+        remote = [r for r in records.values() if r.buyer in ranges and r.seller not in users
+                  and r.address not in known]
+        markers = await accounts_reads.settlements(self.pool, self.idls,
+                                                   [r.address for r in remote]) if remote else {}
+        for rec in remote:
+            marker = markers.get(rec.address)
+            if marker is not None:
+                ranges[rec.buyer].add(int(marker.token_amount), False)
+        for row in rows:
             if row.token_amount is None or row.status in ("queued", "defaulted", "written_off"):
                 continue
             flying = row.status != "settled"       # submitted: may have landed
@@ -644,8 +669,10 @@ class Reconciler:
         all_accounts = sorted({a for accts in accounts.values() for a in accts})
         balances = await accounts_reads.token_balances(self.pool, all_accounts) \
             if all_accounts else {}
-        report.checks["balance"] = (f"{len(users)} users, {len(all_accounts)} token accounts: "
-                                    "GRID against minted - delivered + received")
+        report.checks["balance"] = (
+            f"{len(users)} users, {len(all_accounts)} token accounts: GRID against minted - "
+            f"delivered + received ({sum(m is not None for m in markers.values())} trades "
+            "bought from sellers elsewhere, by their settlement markers)")
         for u, accts in sorted(accounts.items()):
             value = sum(int(balances.get(a) or 0) for a in accts)
             b = ranges[u].bounds()
@@ -655,22 +682,22 @@ class Reconciler:
                     f"user {users[u]}, accounts {', '.join(sorted(accts))}"
                     + (f"; {_flight(b)}" if _flight(b) else "")))
 
-    async def _trades(self, report: Report, users: Mapping[str, str], start_s: int,
+    async def _trades(self, report: Report, users: Mapping[str, str],
+                      records: Mapping[str, TradeRecordAccount], start_s: int,
                       end_s: int) -> None:
-        """TradeRecords with a local party executed in the day against settlement rows."""
-        from gridnode.chain import accounts as accounts_reads
-
-        records: dict[str, TradeRecordAccount] = {}
-        for u in users:
-            for rec in await accounts_reads.trade_records(self.pool, self.idls, u):
-                records[rec.address] = rec
+        """TradeRecords with a local party executed in the day against settlement rows: a
+        trade with a local seller has exactly one row, and a row has its trade record (a trade
+        whose only local party is the buyer is settled by the seller's node: no row here)."""
         rows = {r.trade_record: r for r in await stored.settlements(self.store)}
         day_records = {a: r for a, r in records.items() if start_s <= int(r.executed_at) < end_s}
         report.counts.update(trade_records=len(day_records))
         report.checks["trades"] = (f"{len(day_records)} trade records with a local party "
-                                   f"executed in the day, {len(rows)} settlement rows")
+                                   f"executed in the day, {len(rows)} settlement rows (one per "
+                                   "trade with a local seller)")
         for addr, rec in sorted(day_records.items()):
             row = rows.get(addr)
+            if row is None and rec.seller not in users:
+                continue
             if row is None:
                 report.discrepancies.append(Discrepancy(
                     "trade_without_settlement", addr, "settlement rows", 1, 0, "rows",

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
@@ -24,6 +25,7 @@ from solders.transaction import VersionedTransaction
 from gridnode.chain.idl import idls_for_chain
 from gridnode.chain.txtypes import new_operation
 from gridnode.chain.validation import SettleTradePayload, TokenMintingPayload
+from gridnode.cli import main
 from gridnode.config import GridnodeConfig
 from gridnode.config.node import NodeConfig
 from gridnode.config.reconciliation import ReconciliationConfig
@@ -42,6 +44,7 @@ from gridnode.store import Store, operations, settlements
 from gridnode.store import alerts as stored_alerts
 from gridnode.store import reconciliation as stored
 from simulators.chain.localnet import Localnet
+from tests.configs import localnet_node, write_config
 from tests.e2e.harness import (
     add_readings,
     all_finalized,
@@ -266,7 +269,8 @@ async def test_reconciliation_against_the_localnet(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_missed_days_run_at_start_once_each(tmp_path: Path) -> None:
+async def test_missed_days_run_at_start_once_each(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
         config = config_for(net, tmp_path, at="00:00")
         store = await Store.open(config.node.database)
@@ -288,6 +292,29 @@ async def test_missed_days_run_at_start_once_each(tmp_path: Path) -> None:
         # a clock stepped back a week finds nothing due either
         week_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=7)
         assert await catch_up(config, store, "schedule", now=lambda: week_ago) == []
+        await store.close()
+
+        # gridnode reconcile: the stored report of a day, a day never run, and a run now
+        yesterday = (today - datetime.timedelta(days=1)).isoformat()
+        cfg = write_config(tmp_path / "node.toml", localnet_node(net, tmp_path / "data"),
+                           node={"timezone": ZONE, "id": "recon-test"},
+                           reconciliation={"at": "00:00"})
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, ["reconcile", "-c", str(cfg), "--date",
+                                              yesterday]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"reconciliation of {yesterday} ({ZONE}")
+        assert "no discrepancy" in out and "readings: 0 oracle readings landed" in out
+        assert await asyncio.to_thread(main, ["reconcile", "-c", str(cfg), "--date",
+                                              "2020-01-01"]) == 1
+        assert "no reconciliation stored of 2020-01-01" in capsys.readouterr().err
+        assert await asyncio.to_thread(main, ["reconcile", "-c", str(cfg), "--now",
+                                              "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["day"], report["discrepancies"]) == (yesterday, [])
+        store = await Store.open(config.node.database)
+        run = await stored.get(store, today - datetime.timedelta(days=1))
+        assert run is not None and (run.trigger, run.runs, run.final) == ("manual", 2, True)
         await store.close()
 
 
