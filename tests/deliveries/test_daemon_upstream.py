@@ -1,9 +1,10 @@
 """The real daemon (`gridnode run`) with the localnet and the platform simulator: readings are
 finalized on chain and delivered upstream while the daemon is SIGKILLed 20 times (some kills
 land between the platform storing a request and the node recording its answer) and the
-platform is down for a stretch. At the end the platform holds every finalized interval exactly
-once, with its on-chain signature and event, in the node's order per meter, every request
-correctly signed."""
+platform is down while two hours of 1-minute intervals pile up (accelerated: they are fed in
+a few rounds). At the end the platform holds every finalized interval exactly once, with its
+on-chain signature and event, in the node's order per meter, every request correctly
+signed."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from tests.e2e.harness import REPO, add_readings, all_finalized, recent_interval
 from tests.net import pick_free_port
 
 METERS = ["up-a", "up-b"]
-INTERVALS = 16
 KILLS = 20
 OUTAGE = range(6, 11)       # rounds during which the platform is down
+# intervals fed per round: one at a time, then two hours' worth while the platform is down
+FEED = [1] * 6 + [24] * 5 + [1] * 9
+INTERVALS = sum(FEED)
 
 
 async def start(config: Path) -> asyncio.subprocess.Process:
@@ -76,9 +79,9 @@ async def test_every_finalized_interval_reaches_the_platform_once_through_kills(
                 elif kill not in OUTAGE and platform is None:
                     platform = platform_at()
                     await platform.start()
-                if fed < len(intervals):
-                    await add_readings(store, METERS, [intervals[fed]], first_index=fed)
-                    fed += 1
+                batch = intervals[fed:fed + FEED[kill]]
+                await add_readings(store, METERS, batch, first_index=fed)
+                fed += len(batch)
                 proc = await start(config)
                 if platform is not None and kill % 2:
                     # right after the platform took a request: its answer may never be recorded
