@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from gridnode.log import get_logger
 from gridnode.market import clearing
 from gridnode.market.minting import mint_operation, net_generation
 from gridnode.market.orders import PlannedOrder, cancel_operation, manual_order, policy_orders
+from gridnode.market.report import epoch_line
 from gridnode.market.users import User, Users, grid_mint, token_account
 from gridnode.outbox.pipeline import Pipeline
 from gridnode.settlement.compensation import Compensation
@@ -99,6 +101,8 @@ class MarketSubsystem:
         self._progress = self._started
         self.wake = asyncio.Event()
         self.rounds = 0
+        self._reported: int | None = None
+        self.epoch_lines: deque[str] = deque(maxlen=100)     # the latest, for the demo
 
     @classmethod
     def from_config(cls, config: GridnodeConfig, store: Store,
@@ -158,7 +162,21 @@ class MarketSubsystem:
             await self.scan_trades()
             self._scanned_at = now
         await self.settler.advance()
+        await self.report_epochs()
         self.rounds += 1
+
+    async def report_epochs(self) -> None:
+        """An info line per cleared epoch once everything it matched is settled or defaulted."""
+        if self._reported is None:      # from this start on
+            self._reported = await market.last_cleared(self.store) or 0
+            return
+        for row in await market.epochs_since(self.store, self._reported):
+            line = await epoch_line(self.store, row)
+            if line is None:
+                return
+            log.info(line, epoch=row.epoch)
+            self.epoch_lines.append(line)
+            self._reported = row.epoch
 
     # -- 2. finalized operations -----------------------------------------------------------
 

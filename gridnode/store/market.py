@@ -242,3 +242,21 @@ async def epoch_match_ops(db: Reader, epoch: int) -> list[operations.Operation]:
         f"SELECT {cols} FROM operations WHERE tx_type = 'match_orders' "
         "AND json_extract(payload, '$.epoch') = ? ORDER BY id", (epoch,))
     return [operations._operation(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRow:
+    epoch: int
+    orders: int
+    matches: int
+    energy_wh: int
+    cleared_at_ms: int
+
+
+async def epochs_since(db: Reader, after_epoch: int) -> list[EpochRow]:
+    """Cleared epochs ending after `after_epoch`, oldest first."""
+    rows = await db.fetchall(
+        "SELECT epoch, orders, matches, energy_wh, cleared_at_ms FROM market_epochs "
+        "WHERE epoch > ? ORDER BY epoch", (after_epoch,))
+    return [EpochRow(int(r["epoch"]), int(r["orders"]), int(r["matches"]), int(r["energy_wh"]),
+                     int(r["cleared_at_ms"])) for r in rows]

@@ -323,3 +323,22 @@ async def op_signature(db: Reader, op_id: int) -> str | None:
         "ORDER BY (a.observed_status = 'finalized') DESC, a.created_at_ms DESC LIMIT 1",
         (op_id,))
     return None if r is None else str(r["signature"])
+
+
+@dataclass(frozen=True, slots=True)
+class EpochTotals:
+    by_status: dict[str, int]
+    energy_wh: int          # settled
+    total_value: int        # settled
+
+
+async def epoch_totals(db: Reader, epoch: int) -> EpochTotals:
+    """The settlements of the trades matched at `epoch`'s end: counts by status, and the energy
+    and value of those settled."""
+    rows = await db.fetchall(
+        "SELECT status, count(*) AS n, sum(energy_wh) AS wh, sum(total_value) AS v "
+        "FROM settlements WHERE epoch = ? GROUP BY status", (epoch,))
+    by = {str(r["status"]): int(r["n"]) for r in rows}
+    settled = next((r for r in rows if r["status"] == "settled"), None)
+    return EpochTotals(by, int(settled["wh"]) if settled else 0,
+                       int(settled["v"]) if settled else 0)

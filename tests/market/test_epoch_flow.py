@@ -52,6 +52,12 @@ async def test_one_epoch_two_sellers_two_buyers(tmp_path: Path) -> None:
                 return not await node.open_orders()
             await wait_for(remainder_cancelled, 30, "the unmatched remainder cancelled")
 
+            async def reported() -> bool:
+                return bool(sub.epoch_lines)
+            await wait_for(reported, 10, "the epoch's line")
+            line = sub.epoch_lines[-1]
+            assert "2 sell / 2 buy orders, 3 matches, 1.400 kWh at 0.000 avg, 3 settled" in line
+
         # Hand-computed: bids 150 (500 Wh), 130 (1000 Wh); asks 100 (800 Wh), 120 (600 Wh).
         fee_bps = await node.fee_bps()
         u = [str(k.pubkey()) for k in node.keys]
