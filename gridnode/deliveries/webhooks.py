@@ -18,8 +18,8 @@ enabled again or removed.
 
 `WebhooksSubsystem` runs a delivery engine of its own with one destination per registration,
 and picks up registrations made or removed by the API (at once) or the CLI (within
-`sync_every_s`). A new webhook starts at the end of the event log: it gets what happens from
-then on, not the node's history.
+`sync_every_s`). A new webhook starts at the end of the event log as it was when it was
+registered: it gets what happens from then on, not the node's history.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from gridnode.deliveries.engine import (
     Policy,
 )
 from gridnode.log import get_logger
-from gridnode.store import Store, StoreError
+from gridnode.store import Store, StoreError, events
 from gridnode.store import alerts as stored_alerts
 from gridnode.store import deliveries as stored
 from gridnode.store import webhooks as registrations
@@ -291,9 +291,15 @@ class WebhooksSubsystem:
 
 async def create(tx: WriteTx, url: str, event_types: Sequence[str],
                  description: str | None = None) -> Webhook:
-    """Register a webhook with a new secret (the caller shows it once)."""
-    return await registrations.add(tx, check_url(url), list(dict.fromkeys(event_types)),
+    """Register a webhook with a new secret (the caller shows it once), and its destination
+    with the cursor at the log's end in the same transaction: it gets every event committed
+    after its registration, however late the daemon starts delivering it."""
+    hook = await registrations.add(tx, check_url(url), list(dict.fromkeys(event_types)),
                                    signing.generate_secret(), description)
+    await stored.ensure_destination(tx, hook.destination, KIND, cursor=await events.last_id(tx),
+                                    config={"url": hook.url,
+                                            "event_types": list(hook.event_types)})
+    return hook
 
 
 # -- CLI: gridnode webhooks add|list|remove ------------------------------------------------------
