@@ -28,6 +28,7 @@ import socket
 import sqlite3
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,7 +117,8 @@ async def wait_file(path: Path, proc: asyncio.subprocess.Process, what: str,
         await asyncio.sleep(0.1)
 
 
-def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int, api_port: int) -> Path:
+def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int, api_port: int,
+                platform_port: int = 8700) -> Path:
     """config/demo.toml with this run's directory, addresses and key files."""
     keys = bootstrap["keypairs"]
     text = CONFIG.read_text()
@@ -129,6 +131,8 @@ def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int, api_port: int)
         ('"var/demo/chain/gateway.json"', json.dumps(str(keys["gateway"]))),
         ('"var/demo/chain/user-0.json"', json.dumps(str(keys["users"][0]))),
         ("port = 5020", f"port = {modbus_port}"),
+        ("127.0.0.1:8700", f"127.0.0.1:{platform_port}"),
+        ('"var/demo/upstream.secret"', json.dumps(str(run_dir / "upstream.secret"))),
     ):
         text = text.replace(old, new)
     path = run_dir / "gridnode.toml"
@@ -211,6 +215,17 @@ async def snapshot(db: Path) -> dict:
             "intervals": [(t, *row) for t, row in sorted(per_interval.items())]}
 
 
+async def platform_held(port: int) -> int | None:
+    """How many items the platform simulator holds (None when it does not answer)."""
+    def get() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats", timeout=2) as resp:
+            return int(json.loads(resp.read())["held"])
+    try:
+        return await asyncio.to_thread(get)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def status_line(s: dict) -> str:
     ops = s.get("ops", {})
     reg = s.get("reg", {})
@@ -219,7 +234,8 @@ def status_line(s: dict) -> str:
                                                      "finalized") if ops.get(k))
     return (f"{time.strftime('%H:%M:%S')} meters {reg_text} | raw readings {s.get('readings', 0)} | "
             f"interval ops {flow or '-'} | txs {s.get('txs', 0)} | "
-            f"finalized MeterReadingSubmitted {s.get('events', 0)}")
+            f"finalized MeterReadingSubmitted {s.get('events', 0)}"
+            + (f" | platform holds {s['platform']}" if "platform" in s else ""))
 
 
 async def run(run_dir: Path = RUN) -> int:
@@ -283,8 +299,19 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
                       "tasmota", "--meters", "2", "--interval", "5", log=logs / "mqtt.log")
     say("  MQTT meter simulator publishing Tasmota telemetry for 2 meters")
 
+    platform_port = free_port()
+    await gridnode_cli("deliveries", "secret", str(run_dir / "upstream.secret"))
+    platform = await procs.start(
+        "platform", py, "-m", "simulators.platform", "--port", str(platform_port), "--db",
+        str(run_dir / "platform.db"), "--secret",
+        (run_dir / "upstream.secret").read_text().strip(), log=logs / "platform.log")
+    for _ in range(100):
+        if port_open(platform_port) or platform.returncode is not None:
+            break
+        await asyncio.sleep(0.1)
+    say(f"  platform simulator at 127.0.0.1:{platform_port} receives the upstream deliveries")
     api_port = free_port()
-    config = demo_config(run_dir, bootstrap, modbus_port, api_port)
+    config = demo_config(run_dir, bootstrap, modbus_port, api_port, platform_port)
     token = await dashboard_token(config, run_dir / "api-jwt.secret")
     from gridnode.config import load_config
 
@@ -312,6 +339,9 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
             say(f"\n{', '.join(dead)} stopped unexpectedly; see {logs}")
             return 1
         s = await snapshot(cfg.node.database)
+        held = await platform_held(platform_port)
+        if held is not None:
+            s["platform"] = held
         rows = s.get("intervals", [])
         for k, (t, n, produced, consumed) in enumerate(rows):
             complete = n >= len(meter_ids) or k < len(rows) - 1
