@@ -126,6 +126,7 @@ class HomeAssistant:
         self._announce = False
         self._wake = asyncio.Event()
         self._progress = time.monotonic()
+        self._waiting = False
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down = Episode(log, "home assistant broker unreachable; states wait",
@@ -137,6 +138,9 @@ class HomeAssistant:
         return cls(config.publish.mqtt, config.node.id, store, subsystems)
 
     def progress(self) -> float:
+        """Progressing while it waits for the next round; a round that never ends is a stall."""
+        if self._waiting:
+            self._progress = time.monotonic()
         return self._progress
 
     # -- where the values come from ---------------------------------------------------------
@@ -337,11 +341,13 @@ class HomeAssistant:
         try:
             while True:
                 self._progress = time.monotonic()
+                self._waiting = True
                 try:
                     async with asyncio.timeout(self.cfg.publish_every_s):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+                self._waiting = False
                 self._wake.clear()
                 if not self.connected.is_set():
                     continue

@@ -208,12 +208,16 @@ class WebhooksSubsystem:
         self.alerts: set[int] = set()       # webhooks whose disabled alert is raised
         self._wake = asyncio.Event()
         self._progress = time.monotonic()
+        self._waiting = False
 
     @classmethod
     def from_config(cls, config: GridnodeConfig, store: Store) -> WebhooksSubsystem:
         return cls(config.webhooks, store, config.node.id)
 
     def progress(self) -> float:
+        """The sync loop's progress (waiting between looks counts) or the engine's, the later."""
+        if self._waiting:
+            self._progress = time.monotonic()
         return max(self._progress, self.engine.progress())
 
     def wake(self) -> None:
@@ -235,11 +239,13 @@ class WebhooksSubsystem:
                 await self.sync()
             except StoreError as exc:       # a full disk: the next round tries again
                 log.warning("webhooks: registrations not synced", error=str(exc))
+            self._waiting = True
             try:
                 async with asyncio.timeout(self.cfg.sync_every_s):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            self._waiting = False
             self._wake.clear()
 
     def _policy(self, hook: Webhook) -> Policy:

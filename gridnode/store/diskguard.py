@@ -50,8 +50,12 @@ class DiskGuard:
         self.pauses = 0
         self._unsaved: tuple[bool, int, str, int] | None = None
         self._progress = time.monotonic()
+        self._waiting = False
 
     def progress(self) -> float:
+        """Progressing while it waits for the next look; a look that never ends is a stall."""
+        if self._waiting:
+            self._progress = time.monotonic()
         return self._progress
 
     @property
@@ -69,7 +73,9 @@ class DiskGuard:
         while True:
             await self.check()
             self._progress = time.monotonic()
+            self._waiting = True
             await asyncio.sleep(self.cfg.check_every_s)
+            self._waiting = False
 
     async def check(self) -> None:
         """One look at the free space: pause or resume the raw rows, store the alert change."""
