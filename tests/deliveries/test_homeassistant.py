@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.meters.test_daemon_mqtt import Node, publish_all, publisher  # noqa: F401 - fixture
+from tests.net import pick_free_port
 
 
 @dataclass
@@ -83,7 +84,8 @@ def names() -> Iterator[dict[str, str]]:
            "topic": f"hameter-{tag}/m"}
 
 
-def _config(tmp_path: Path, host: str, port: int, n: dict[str, str]) -> str:
+def _config(tmp_path: Path, host: str, port: int, n: dict[str, str],
+            publish_port: int | None = None) -> str:
     return f"""
 [api]
 enabled = false
@@ -116,7 +118,7 @@ time_format = "unix_ms"
 [publish.mqtt]
 enabled = true
 host = "{host}"
-port = {port}
+port = {publish_port or port}
 client_id = "gridnode-ha-out-{n['tag']}"
 discovery_prefix = "{n['prefix']}"
 base_topic = "{n['base']}"
@@ -259,3 +261,27 @@ def test_publish_mqtt_configuration_errors_name_the_key(tmp_path: Path) -> None:
     off = parse_config(f'[node]\ndata_dir = "{tmp_path}"\n[publish.mqtt]\ntls = true\n'
                        f'ca_file = "{tmp_path / "nope.pem"}"\n', "site.toml")
     assert check_machine(off, resolve=False) == []      # not enabled: its files are not used
+
+
+def test_readings_are_stored_while_home_assistant_is_unreachable(
+        tmp_path: Path, mqtt_broker: tuple[str, int], publisher: mqtt.Client,  # noqa: F811
+        names: dict[str, str]) -> None:
+    """The meter path never waits for the publishing broker: with nothing listening there the
+    readings are stored as usual, and the outage is one log line."""
+    host, port = mqtt_broker
+    node = Node(tmp_path, _config(tmp_path, host, port, names, publish_port=pick_free_port()))
+    now_ms = int(time.time() * 1000)
+    try:
+        node.start_subscribed()
+        publish_all(publisher, [_reading(names["topic"], 1_000_000 + 10 * i, 0, 100,
+                                         now_ms - 60_000 + i * 1000) for i in range(50)])
+        node.wait_until(lambda: node.count("m1") >= 1, what="readings stored")
+        node.wait_log("home assistant broker unreachable")
+        assert node.stop(signal.SIGTERM) == 0
+    finally:
+        node.kill_all()
+    rows = node.query("SELECT last_import_raw FROM meter_state WHERE meter_id = 'm1'")
+    assert rows and rows[0][0] == 1_000_490      # every reading went through the recorder
+    log = node.log()
+    assert log.count("home assistant broker unreachable") == 1, log
+    assert "Traceback" not in log
