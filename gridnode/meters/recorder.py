@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -303,7 +304,7 @@ class Recorder:
         A write in progress is never interrupted: on cancellation it runs to its end, whatever
         is still queued is written too, and only then the cancellation goes on.
         """
-        last_flush = 0.0
+        last_flush = -math.inf      # the first batch writes health: monotonic() starts at boot
         delay = STORAGE_RETRY_MIN_S
         try:
             while True:
