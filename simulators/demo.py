@@ -6,10 +6,17 @@ Starts, each as its own process:
      (Mosquitto on 127.0.0.1:1883, started here when nothing listens there),
   3. gridnode with config/demo.toml (1-minute intervals), its addresses and key paths pointed
      at this run's processes (written to var/demo/gridnode.toml).
-The prosumer and its meters are registered on chain with `gridnode register`, as an operator
-would, through gridnode's own outbox; then every closed interval's readings travel as batched
-oracle transactions to finality. A status line shows the flow; each closed interval gets a line
-of its own once its readings are final.
+The prosumer, the two consumers and their meters are registered on chain with `gridnode
+register`, as an operator would, through gridnode's own outbox; then every closed interval's
+readings travel as batched oracle transactions to finality. A status line shows the flow; each
+closed interval gets a line of its own once its readings are final.
+
+The market ([market] in config/demo.toml, the node holding the market authority): the PV meter
+(its simulated day at noon) and the two consumers (at their evening peak) are served by this
+module's own child (`--market-meters`); the prosumer's surplus is minted as GRID and offered,
+the consumers' deficits are bid for, each 1-minute epoch is cleared and settled, and a line per
+epoch such as `epoch 22:15: 1 sell / 2 buy orders, 2 matches, 0.026 kWh at 0.145 avg,
+2 settled, GRID balances ...` shows it.
 
 The children run in sessions of their own (a Ctrl-C reaches only the demo), so the demo stops
 them, in reverse order, whatever ends it: Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal went
@@ -31,6 +38,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gridnode.chain.txtypes import TX_TYPES
 from gridnode.chain.validation import MeterReadingPayload
@@ -118,7 +126,7 @@ async def wait_file(path: Path, proc: asyncio.subprocess.Process, what: str,
 
 
 def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int, api_port: int,
-                platform_port: int = 8700) -> Path:
+                platform_port: int = 8700, pv_port: int = 5021) -> Path:
     """config/demo.toml with this run's directory, addresses and key files."""
     keys = bootstrap["keypairs"]
     text = CONFIG.read_text()
@@ -130,6 +138,10 @@ def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int, api_port: int,
         ('"ws://127.0.0.1:8900"', json.dumps(bootstrap["ws_url"])),
         ('"var/demo/chain/gateway.json"', json.dumps(str(keys["gateway"]))),
         ('"var/demo/chain/user-0.json"', json.dumps(str(keys["users"][0]))),
+        ('"var/demo/chain/user-1.json"', json.dumps(str(keys["users"][1]))),
+        ('"var/demo/chain/user-2.json"', json.dumps(str(keys["users"][2]))),
+        ('"var/demo/chain/authority.json"', json.dumps(str(keys["authority"]))),
+        ("port = 5021", f"port = {pv_port}"),
         ("port = 5020", f"port = {modbus_port}"),
         ("127.0.0.1:8700", f"127.0.0.1:{platform_port}"),
         ('"var/demo/upstream.secret"', json.dumps(str(run_dir / "upstream.secret"))),
@@ -141,10 +153,24 @@ def demo_config(run_dir: Path, bootstrap: dict, modbus_port: int, api_port: int,
 
 
 async def register(console: Console, config: Path, meters: list[str]) -> None:
-    """The demo prosumer and its meters, registered as an operator does: `gridnode register`
-    (the wallet is the configuration's one user keypair)."""
-    commands = [["user", "--type", "prosumer", "--location", "demo street 1"]]
-    commands += [["meter", m, "--type", "solar"] for m in meters]
+    """The demo's users and their meters, registered as an operator does: `gridnode register`
+    (each wallet is one of the configuration's user keypairs; [[market.users]] says whose
+    meters are whose: the prosumer's are solar, the consumers' grid)."""
+    from gridnode.config import load_config
+    from gridnode.keys import load_keypair
+
+    cfg = load_config(config)
+    commands: list[list[str]] = []
+    owned: set[str] = set()
+    for u in cfg.market.users if cfg.market is not None else []:
+        assert u.keypair is not None
+        pubkey = str(load_keypair(u.keypair).pubkey())
+        kind = "prosumer" if u.policy == "sell_surplus" else "consumer"
+        commands.append(["user", pubkey, "--type", kind, "--location", f"demo street, {u.name}"])
+        commands += [["meter", m, "--owner", pubkey, "--type",
+                      "solar" if kind == "prosumer" else "grid"] for m in u.meters]
+        owned.update(u.meters)
+    commands += [["meter", m, "--type", "solar"] for m in meters if m not in owned]
     for args in commands:
         argv = ["register", *args, "-c", shown(config)]
         console.say("  $ gridnode " + " ".join(a if " " not in a else repr(a) for a in argv))
@@ -295,9 +321,11 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
                 if port_open(1883):
                     break
                 await asyncio.sleep(0.1)
-    await procs.start("mqtt meters", py, "-m", "simulators.meters", "mqtt", "--format",
-                      "tasmota", "--meters", "2", "--interval", "5", log=logs / "mqtt.log")
-    say("  MQTT meter simulator publishing Tasmota telemetry for 2 meters")
+    pv_port = free_port()
+    await procs.start("market meters", py, "-m", "simulators.demo", "--market-meters",
+                      str(pv_port), log=logs / "market-meters.log")
+    say(f"  market meters: a PV meter on Modbus TCP 127.0.0.1:{pv_port} (its sun at noon), two "
+        "consumers publishing Tasmota telemetry over MQTT (their evening peak)")
 
     platform_port = free_port()
     await gridnode_cli("deliveries", "secret", str(run_dir / "upstream.secret"))
@@ -311,7 +339,7 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
         await asyncio.sleep(0.1)
     say(f"  platform simulator at 127.0.0.1:{platform_port} receives the upstream deliveries")
     api_port = free_port()
-    config = demo_config(run_dir, bootstrap, modbus_port, api_port, platform_port)
+    config = demo_config(run_dir, bootstrap, modbus_port, api_port, platform_port, pv_port)
     token = await dashboard_token(config, run_dir / "api-jwt.secret")
     from gridnode.config import load_config
 
@@ -332,6 +360,7 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
     say(f"  dashboard: http://127.0.0.1:{api_port}/  (log in with this operator token, valid "
         f"12 h):\n    {token}")
     seen: set[int] = set()
+    market = MarketLines(cfg, bootstrap["rpc_url"])
     while True:
         await asyncio.sleep(1.0)
         dead = procs.dead()
@@ -350,15 +379,95 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
                 say(f"\r\033[Kinterval ending {time.strftime('%H:%M', time.gmtime(t))} UTC: "
                     f"{n} finalized MeterReadingSubmitted events, produced {produced} Wh, "
                     f"consumed {consumed} Wh")
+        for line in await market.lines(cfg.node.database):
+            say(f"\r\033[K{line}")
         say(f"\r\033[K{status_line(s)}", end="")
+
+
+class MarketLines:
+    """The line of each cleared epoch once its trades are settled (gridnode.market.report), with
+    the GRID balances of the market's users read from chain."""
+
+    def __init__(self, cfg: Any, rpc_url: str) -> None:
+        from gridnode.chain.idl import load_idls
+        from gridnode.keys import load_keypair
+        from gridnode.market.users import grid_mint, token_account
+
+        mint = grid_mint(load_idls())
+        users = cfg.market.users if cfg.market is not None else []
+        self.accounts = {u.name: token_account(load_keypair(u.keypair).pubkey(), mint)
+                         for u in users if u.keypair is not None}
+        self.rpc_url = rpc_url
+        self.reported = 0
+
+    async def lines(self, db: Path) -> list[str]:
+        from gridnode.chain.accounts import token_balances
+        from gridnode.chain.rpc import RpcPool, RpcUnavailable
+        from gridnode.market.report import epoch_line
+        from gridnode.store import market
+
+        out: list[str] = []
+        try:
+            async with await ReadOnlyStore.open(db) as store:
+                for row in await market.epochs_since(store, self.reported):
+                    if await epoch_line(store, row) is None:
+                        break
+                    pool = RpcPool([self.rpc_url], commitment="confirmed")
+                    try:
+                        got = await token_balances(pool, list(self.accounts.values()))
+                    finally:
+                        await pool.close()
+                    line = await epoch_line(store, row, {n: got[a] for n, a in
+                                                         self.accounts.items()})
+                    out.append(f"{line}")
+                    self.reported = row.epoch
+        except (StoreError, sqlite3.Error, OSError, RpcUnavailable):   # again next second
+            pass
+        return out
+
+
+async def market_meters(pv_port: int, mqtt_port: int = 1883) -> None:
+    """The market's meters, whatever the time of day: a PV prosumer's meter (SDM120 on Modbus
+    TCP) whose day stands at noon, exporting, and two consumers (Tasmota over MQTT) in their
+    evening peak, importing. Only their clocks are shifted; the energy flows at real speed."""
+    from gridnode.meters.profiles import load_profiles
+    from gridnode.testing import AcceleratedClock
+    from simulators.meters.modbus_server import ModbusTcpMeterServer
+    from simulators.meters.model import SimMeter
+    from simulators.meters.mqtt_publisher import MqttMeterPublisher, PublishedMeter
+
+    day = time.time() // 86400 * 86400
+    pv = SimMeter("demo-pv", unit=1, clock=AcceleratedClock(start=day + 12 * 3600))
+    server = ModbusTcpMeterServer([(pv, load_profiles()["sdm120"])], host="127.0.0.1",
+                                  port=pv_port)
+    await server.start()
+    evening = AcceleratedClock(start=day + 19 * 3600)
+    pub = MqttMeterPublisher("127.0.0.1", mqtt_port, [
+        PublishedMeter(SimMeter(f"sim-{n}", clock=evening), "tasmota", f"tele/sim-{n}/SENSOR")
+        for n in (1, 2)])
+    print(f"pv meter on modbus tcp 127.0.0.1:{pv_port}; 2 consumers on mqtt", flush=True)
+    try:
+        while True:
+            await asyncio.to_thread(pub.publish_all)
+            await asyncio.sleep(5)
+    finally:
+        pub.disconnect()
+        await server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulators.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--market-meters", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, default=RUN,
                         help=f"where this run's state and logs go, emptied first (default: {RUN})")
     args = parser.parse_args(argv)
+    if args.market_meters:      # the demo's own child: the market's meters
+        try:
+            asyncio.run(market_meters(args.market_meters))
+        except KeyboardInterrupt:
+            pass
+        return 0
     run_dir = args.run_dir.resolve()
     if run_dir.exists():
         shutil.rmtree(run_dir)

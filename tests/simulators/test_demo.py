@@ -75,7 +75,7 @@ def test_the_demo_stops_its_children_whatever_ends_it(tmp_path: Path, ending: st
     started: list[int] = []
     try:
         shown = read_until(fd, b"gridnode running", 120)
-        assert b"$ gridnode register user --type prosumer" in shown
+        assert b"$ gridnode register user " in shown and b" --type prosumer " in shown
         started = children(proc.pid)
         # localnet, Modbus meters, MQTT meters, gridnode (and mosquitto when none was running)
         assert len(started) >= 4, started
