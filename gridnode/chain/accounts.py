@@ -19,6 +19,7 @@ from solders.pubkey import Pubkey
 
 from gridnode.chain.idl import ProgramIdl
 from gridnode.chain.rpc import RpcPool
+from gridnode.chain.txtypes import is_placeholder
 from gridnode.chain.validation import enum_name
 
 # Byte offsets in the accounts (8-byte discriminator first), from the IDL layouts: Order is
@@ -48,6 +49,11 @@ class OrderAccount:
     @property
     def remaining(self) -> int:
         return max(0, self.amount - self.filled_amount)
+
+    @property
+    def placeholder(self) -> bool:
+        """A placeholder order (gridnode.chain.txtypes): never matched, never cancelled."""
+        return is_placeholder(self.side, self.price_per_kwh)
 
 
 @dataclass(frozen=True)
@@ -139,17 +145,34 @@ def _status_index(program: ProgramIdl, status: str) -> int:
     raise KeyError("OrderStatus")
 
 
-async def open_orders(pool: RpcPool, programs: Mapping[str, ProgramIdl]) -> list[OrderAccount]:
-    """Every Active or PartiallyFilled order (one filtered read per status), by address."""
+async def open_orders(pool: RpcPool, programs: Mapping[str, ProgramIdl], *,
+                      placeholders: bool = False) -> list[OrderAccount]:
+    """Every Active or PartiallyFilled order (one filtered read per status), by address;
+    placeholder orders (which only hold the order PDA index up) only when asked for."""
     trading = programs["trading"]
     out: list[OrderAccount] = []
     for status in OPEN_STATUSES:
         idx = _status_index(trading, status)
         for address, f in await program_accounts(pool, trading, "Order",
                                                  [(ORDER_STATUS_OFFSET, bytes([idx]))]):
-            out.append(order_account(address, f))
+            order = order_account(address, f)
+            if placeholders or not order.placeholder:
+                out.append(order)
     out.sort(key=lambda o: o.address)
     return out
+
+
+def created_order(events: Iterable[tuple[str, Mapping[str, Any]]], owner: str) -> str | None:
+    """The address of `owner`'s order among the (name, fields) events of an order_creation:
+    the SellOrderCreated/BuyOrderCreated whose seller/buyer is the owner. The gateway's
+    placeholder orders travel in the same transaction, so the first such event is not
+    necessarily the owner's."""
+    for name, f in events:
+        if name == "SellOrderCreated" and str(f.get("seller")) == owner:
+            return str(f["order_id"])
+        if name == "BuyOrderCreated" and str(f.get("buyer")) == owner:
+            return str(f["order_id"])
+    return None
 
 
 def trade_record_account(address: str, f: Mapping[str, Any]) -> TradeRecordAccount:

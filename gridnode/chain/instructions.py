@@ -3,8 +3,9 @@
 `InstructionBuilder.prepare_many` parses each stored payload into its tx type's model, checks the
 business rules that need chain state (meters registered and active, in one read for the whole
 round; user active; balances), the node's permission to sign, reads what the instructions depend
-on (e.g. the market's active_orders for the order PDA), and encodes them through
-gridnode.chain.idl. Nothing here writes to the chain or the store.
+on (e.g. the market's active_orders for the order PDA, and the placeholder orders that move it
+past indices the owner already used), and encodes them through gridnode.chain.idl. Nothing here
+writes to the chain or the store.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from solders.pubkey import Pubkey
 from gridnode.chain.rpc import RpcPool
 from gridnode.chain.signers import Signers
 from gridnode.chain.txtypes import (
+    CONSTANTS,
     ENERGY_MINT,
     MARKET,
+    MAX_PLACEHOLDERS,
     METER_OF_PAYLOAD,
+    ORDER_RENT_LAMPORTS,
     USER_OF_SIGNER,
     Check,
     Ix,
@@ -43,7 +47,10 @@ from gridnode.chain.validation import (
     RuleNotMet,
     enum_name,
 )
+from gridnode.log import get_logger
 from gridnode.store.operations import Operation
+
+log = get_logger(__name__)
 
 SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
@@ -77,6 +84,20 @@ class Refused:
 
     op_id: int
     error: OperationInvalid
+
+
+def order_placeholders(owner_taken: Sequence[bool], payer_taken: Sequence[bool]) -> int | None:
+    """How many placeholder orders must precede the owner's: the least k with the owner's order
+    PDA at index n + k free and the fee payer's at n .. n + k - 1 free (the placeholders land
+    there). Element i of each list says whether that key's order PDA at index n + i exists.
+    None: no such k within the lists (the fee payer's own placeholder blocks the way, or more
+    than fit in a transaction would be needed)."""
+    for k, taken in enumerate(owner_taken):
+        if not taken:
+            return k
+        if k >= len(payer_taken) or payer_taken[k]:
+            return None
+    return None
 
 
 def associated_token_address(owner: Pubkey, mint: Pubkey) -> Pubkey:
@@ -119,6 +140,7 @@ class InstructionBuilder:
         self.settings = settings or BuilderSettings()
         self._meter_ok: dict[str, float] = {}
         self._meter_owner: dict[str, Pubkey] = {}
+        self.placeholders = 0      # placeholder orders built into transactions (each ~ one rent)
 
     def program_id(self, program: str) -> Pubkey:
         return self.idls[program].program_id
@@ -147,11 +169,15 @@ class InstructionBuilder:
                ctx: dict[str, Any]) -> Any:
         if source == "signer":
             return signer
+        if source == "fee_payer":
+            return self.signers.fee_payer.pubkey()
         kind, _, key = source.partition(".")
         if kind == "payload":
             return None if payload is None else payload.get(key)
         if kind == "ctx":
             return ctx[key]
+        if kind == "const":
+            return CONSTANTS[key]
         raise ValueError(f"unknown source {source!r}")
 
     def _account(self, spec: str | Pda, ix: Ix, payload: Payload, signer: Pubkey,
@@ -237,7 +263,40 @@ class InstructionBuilder:
         if status.lower() != "active":
             raise RuleNotMet("user_inactive", f"user {user} is {status} on chain, not Active")
 
-    async def _read_ctx(self, tx_type: TxType, payload: Payload) -> dict[str, Any]:
+    async def _order_index(self, owner: Pubkey) -> tuple[int, list[int]]:
+        """(the index the owner's order gets, the placeholder indices before it), from the
+        market's active_orders n and which order PDAs of the owner and the fee payer exist
+        from n on (one getMultipleAccounts). RuleNotMet when no index within MAX_PLACEHOLDERS
+        is reachable (stays pending: other orders move the count)."""
+        acc = await self._decode("trading", "Market", self.pda(MARKET))
+        if acc is None:
+            raise RuleNotMet("market_missing", "the trading market is not initialized")
+        n = int(acc["active_orders"])
+        payer = self.signers.fee_payer.pubkey()
+        trading = self.program_id("trading")
+        span = range(n, n + MAX_PLACEHOLDERS + 1)
+
+        def order_pda(key: Pubkey, i: int) -> Pubkey:
+            return Pubkey.find_program_address([b"order", bytes(key), struct.pack("<Q", i)],
+                                               trading)[0]
+
+        owners = [order_pda(owner, i) for i in span]
+        payers = [order_pda(payer, i) for i in span[:-1]] if owner != payer else []
+        datas = await self.pool.account_data([*owners, *payers])
+        owner_taken = [d is not None for d in datas[:len(owners)]]
+        payer_taken = ([d is not None for d in datas[len(owners):]] if owner != payer
+                       else owner_taken[:-1])
+        k = order_placeholders(owner_taken, payer_taken)
+        if k is None:
+            raise RuleNotMet(
+                "order_index_taken",
+                f"the order PDAs of {owner} at market index {n} and after are taken and "
+                f"{MAX_PLACEHOLDERS} placeholder orders of the gateway {payer} cannot move the "
+                "index past them; waiting for other orders to move it")
+        return n + k, list(range(n, n + k))
+
+    async def _read_ctx(self, tx_type: TxType, payload: Payload,
+                        signer: Pubkey) -> dict[str, Any]:
         ctx: dict[str, Any] = {}
         for reader in tx_type.readers:
             if reader is Read.METER_OWNER:
@@ -250,11 +309,8 @@ class InstructionBuilder:
                     if reason:
                         raise RuleNotMet("meter_not_active", reason)
                 ctx[reader] = self._meter_owner[meter]
-            elif reader is Read.ACTIVE_ORDERS:
-                acc = await self._decode("trading", "Market", self.pda(MARKET))
-                if acc is None:
-                    raise RuleNotMet("market_missing", "the trading market is not initialized")
-                ctx[reader] = int(acc["active_orders"])
+            elif reader is Read.ORDER_INDEX:
+                ctx[reader], ctx["placeholders"] = await self._order_index(signer)
             elif reader is Read.TOKEN_ACCOUNT_EXISTS:
                 account = str(payload.get("token_account"))
                 data = (await self.pool.account_data([Pubkey.from_string(account)]))[0]
@@ -351,7 +407,7 @@ class InstructionBuilder:
         signer = kp.pubkey()
         if Check.SIGNER_ACTIVE in tx_type.checks:
             await self._user_active(signer)
-        ctx = await self._read_ctx(tx_type, payload)
+        ctx = await self._read_ctx(tx_type, payload, signer)
         ixs: list[Instruction] = await self._token_accounts(tx_type, payload, signer, ctx)
         cosigners: list[Keypair] = []
         for ix in tx_type.instructions_for(payload):
@@ -362,11 +418,26 @@ class InstructionBuilder:
                                   f"{ix.program}.{ix.name}")
                 if co.pubkey() != signer and co not in cosigners:
                     cosigners.append(co)
-            accounts = {name: self._account(spec, ix, payload, signer, ctx)
-                        for name, spec in ix.accounts.items()}
-            args = {name: self._arg(name, src, payload, signer, ctx) for name, src in ix.args.items()}
-            ixs.append(self.idls[ix.program].instruction(ix.name, args=args, accounts=accounts))
+            items = [None] if ix.each is None else list(self._value(ix.each, payload, signer, ctx))
+            for item in items:
+                ictx = ctx if ix.each is None else {**ctx, "item": item}
+                accounts = {name: self._account(spec, ix, payload, signer, ictx)
+                            for name, spec in ix.accounts.items()}
+                args = {name: self._arg(name, src, payload, signer, ictx)
+                        for name, src in ix.args.items()}
+                ixs.append(self.idls[ix.program].instruction(ix.name, args=args,
+                                                             accounts=accounts))
+        placeholders = ctx.get("placeholders") or []
+        if placeholders:
+            self.placeholders += len(placeholders)
+            log.info("order placeholders prepended", op_id=op_id, owner=str(signer),
+                     count=len(placeholders), indices=placeholders,
+                     order_index=ctx.get(Read.ORDER_INDEX),
+                     locked_lamports=len(placeholders) * ORDER_RENT_LAMPORTS,
+                     total_built=self.placeholders)
+        payer = self.signers.fee_payer.pubkey()
         writable = list(dict.fromkeys(
-            m.pubkey for i in ixs for m in i.accounts if m.is_writable and m.pubkey != signer))
+            m.pubkey for i in ixs for m in i.accounts
+            if m.is_writable and m.pubkey != signer and m.pubkey != payer))
         distinct = None if tx_type.distinct is None else str(payload.get(tx_type.distinct))
         return PreparedOp(op_id, tx_type, kp, ixs, writable, cosigners, distinct)

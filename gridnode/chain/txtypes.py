@@ -16,12 +16,15 @@ name appears only in its row.
 Sources used in the rows:
     "payload.<key>"       a payload field (pubkeys as base58 strings)
     "signer"              the pubkey of the signing key
+    "fee_payer"           the pubkey of the fee payer (the gateway key), which signs every transaction
+    "const.<name>"        a constant of CONSTANTS below
     "program.<name>"      a program id: well-known ("system", "token", "ata"), "self" = the called
                           program, or one of the five by IDL name ("registry", ...)
     Pda(program, seeds)   a PDA; seeds are bytes constants or sources, "u64le:<ctx>" packs a value,
                           "key:<source>" is the 32 bytes of a base58 pubkey (a payload address)
     "ctx.<name>"          a value read from chain just before building by the `Read` of that name
-                          (gridnode.chain.instructions.InstructionBuilder reads it)
+                          (gridnode.chain.instructions.InstructionBuilder reads it); "ctx.item" is
+                          the element of an instruction repeated over a list (`Ix.each`)
     "a|b"                 the first source that is present (optional accounts: "|program.self")
 
 Outcomes a row declares as data (the outbox applies them to every type alike):
@@ -36,6 +39,20 @@ Outcomes a row declares as data (the outbox applies them to every type alike):
                     transaction, paid by the signer; an absent other account is invalid input
     distinct        a payload field whose value may appear only once per transaction (a meter's
                     second mint in the same transaction would find nothing left and fail the batch)
+
+Order placeholders (order_creation): the trading program puts an order at the PDA ["order",
+authority, market.active_orders] and orders are never closed, while active_orders goes down again
+as orders complete or are cancelled. In steady state (the same users order every epoch, the count
+returns to its baseline) a user's next order lands on the address of one of its own earlier
+orders and `init` fails "already in use" on every rebuild. `Read.ORDER_INDEX` reads the count n
+and which of the owner's and the gateway's order PDAs from n on exist (one getMultipleAccounts);
+when PDA(owner, n) is taken, the row's `each="ctx.placeholders"` instruction prepends, in the
+same transaction, as few gateway-signed placeholder orders as raise the count to an index free
+for the owner. A placeholder is a sell of u64::MAX Wh at u64::MAX per kWh: a bid can only meet it
+at u64::MAX, any fill of 2 Wh or more overflows total_value, so it never completes and never
+leaves the count (which is what keeps the count past the taken indices); gridnode's own matching
+and `accounts.open_orders` leave it out. Each one locks an Order account's rent
+(ORDER_RENT_LAMPORTS) of the gateway for good.
 """
 
 from __future__ import annotations
@@ -83,13 +100,15 @@ class Ix:
     accounts: dict[str, str | Pda]
     when: str | None = None          # a BuilderSettings flag that must be true for this ix
     cosigner: str | None = None      # a source naming one more key that must sign this ix
+    each: str | None = None          # "ctx.<list>": the ix once per element ("ctx.item"), or none
 
 
 class Read(StrEnum):
     """Chain state read just before building; the value lands in "ctx.<name>"."""
 
     METER_OWNER = "meter_owner"                    # registry owner of payload.meter_id
-    ACTIVE_ORDERS = "active_orders"                # Market.active_orders (the next order PDA)
+    ORDER_INDEX = "order_index"                    # the signer's order PDA index (ctx.order_index)
+    #                                                and the placeholders before it (ctx.placeholders)
     TOKEN_ACCOUNT_EXISTS = "token_account_exists"  # payload.token_account exists
     FROM_BALANCE = "from_balance"                  # payload.from_token_account holds the amount
 
@@ -181,10 +200,32 @@ SETTLEMENT_OF_PAYLOAD = Pda("trading", (b"settlement", "key:payload.trade_record
 
 _ORDER_ACCOUNTS: dict[str, str | Pda] = {
     "market": MARKET,
-    "order": Pda("trading", (b"order", "signer", "u64le:ctx.active_orders")),
+    "order": Pda("trading", (b"order", "signer", "u64le:ctx.order_index")),
     "authority": "signer",
     "system_program": "program.system",
 }
+
+U64_MAX = 2**64 - 1
+CONSTANTS: dict[str, int] = {"u64_max": U64_MAX}
+# A placeholder order (see the module docstring): the largest sell at the highest price.
+PLACEHOLDER_WH = U64_MAX
+PLACEHOLDER_PRICE = U64_MAX
+ORDER_RENT_LAMPORTS = 1_684_320   # rent-exempt minimum of an Order (114 bytes), locked for good
+MAX_PLACEHOLDERS = 8              # per transaction (fits 1232 bytes with the owner's order)
+
+PLACEHOLDER_ORDER = Ix(
+    "trading", "create_sell_order",
+    args={"energy_amount": "const.u64_max", "price_per_kwh": "const.u64_max"},
+    accounts={"market": MARKET,
+              "order": Pda("trading", (b"order", "fee_payer", "u64le:ctx.item")),
+              "erc_certificate": "program.self", "authority": "fee_payer",
+              "system_program": "program.system"},
+    each="ctx.placeholders")
+
+
+def is_placeholder(side: str, price_per_kwh: int) -> bool:
+    """A sell at u64::MAX per kWh: a placeholder order (or something just as unmatchable)."""
+    return side == "sell" and int(price_per_kwh) == PLACEHOLDER_PRICE
 
 TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     TxType(
@@ -251,15 +292,17 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
         name="order_creation",
         payload=OrderCreationPayload,
         signer="payload.owner",
-        readers=(Read.ACTIVE_ORDERS,),
+        readers=(Read.ORDER_INDEX,),
         checks=(Check.SIGNER_ACTIVE,),
-        rebuild_on=frozenset({2006, 0}),  # ConstraintSeeds (index moved), "already in use"
+        # ConstraintSeeds: another order moved the index between the read and the execution;
+        # "already in use": one landed at the index read in between. Re-read, rebuild.
+        rebuild_on=frozenset({2006, 0}),
         variants={
-            "sell": (Ix("trading", "create_sell_order",
+            "sell": (PLACEHOLDER_ORDER, Ix("trading", "create_sell_order",
                         args={"energy_amount": "payload.energy_amount",
                               "price_per_kwh": "payload.price_per_kwh"},
                         accounts={**_ORDER_ACCOUNTS, "erc_certificate": "payload.erc_certificate|program.self"}),),
-            "buy": (Ix("trading", "create_buy_order",
+            "buy": (PLACEHOLDER_ORDER, Ix("trading", "create_buy_order",
                        args={"energy_amount": "payload.energy_amount",
                              "max_price_per_kwh": "payload.price_per_kwh"},
                        accounts=_ORDER_ACCOUNTS),),

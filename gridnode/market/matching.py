@@ -9,7 +9,9 @@ the book for the next counterparty.
 
 The program allows one TradeRecord per (buy, sell) pair ever (PDA ["trade", buy, sell]), so
 pairs that already traded (`traded`) are never matched again; orders at or past their expiry
-(`now`) are left out, since the program refuses them (6013). Pure: no I/O, no clock.
+(`now`) are left out, since the program refuses them (6013). Asks at u64::MAX per kWh are
+the gateway's placeholder orders (gridnode.chain.txtypes), which only hold the order PDA index
+up: never matched. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
+
+from gridnode.chain.txtypes import is_placeholder
 
 
 class Quote(Protocol):
@@ -86,7 +90,7 @@ def match(bids: Iterable[Quote], asks: Iterable[Quote], *,
     """
     book_bids = sorted(_open(bids, now),
                        key=lambda o: (-int(o.price_per_kwh), int(o.created_at), str(o.address)))
-    book_asks = sorted(_open(asks, now),
+    book_asks = sorted((a for a in _open(asks, now) if not is_placeholder("sell", a.price_per_kwh)),
                        key=lambda o: (int(o.price_per_kwh), int(o.created_at), str(o.address)))
     left = [int(o.remaining) for o in book_asks]
     done = {(str(b), str(s)) for b, s in traded}

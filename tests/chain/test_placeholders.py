@@ -1,0 +1,171 @@
+"""Placeholder orders (gridnode.chain.txtypes): the least number that moves the order PDA index
+past an owner's taken indices; they never complete on the trading program, gridnode's matching
+and order book leave them out; the most a transaction may carry fits 1232 bytes and lands.
+
+The trading program runs in LiteSVM (simulators.chain.harness). For the builder the RPC pool is
+replaced by a reader of the LiteSVM accounts (its only chain access is account reads): the
+builder's own reads, its index choice and encoding run unchanged against the real program; the
+localnet tests in tests/e2e/test_orders.py land the same transactions over JSON-RPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.pubkey import Pubkey
+
+from gridnode.chain.accounts import order_account
+from gridnode.chain.assembly import PACKET_DATA_SIZE, Batch, tx_size
+from gridnode.chain.idl import load_idls
+from gridnode.chain.instructions import InstructionBuilder, order_placeholders
+from gridnode.chain.signers import Signers
+from gridnode.chain.txtypes import (
+    MAX_PLACEHOLDERS,
+    PLACEHOLDER_PRICE,
+    PLACEHOLDER_WH,
+    TX_TYPES,
+    U64_MAX,
+    Read,
+    is_placeholder,
+)
+from gridnode.chain.validation import OrderCreationPayload, RuleNotMet, enum_name
+from gridnode.market.matching import BookOrder, match
+from simulators.chain.harness import Chain
+from tests.simulators.chain.market_setup import (
+    active_orders,
+    init_market,
+    match_ix,
+    order_address,
+    order_ix,
+    place,
+    trade_address,
+)
+
+IDL_DIR = Path(__file__).resolve().parents[2] / "idl"
+
+
+def test_the_least_number_of_placeholders() -> None:
+    # index n free for the owner: none
+    assert order_placeholders([False, False], [False]) == 0
+    # n taken: one placeholder at n (the gateway's n is free), the owner's order at n + 1
+    assert order_placeholders([True, False], [False]) == 1
+    assert order_placeholders([True, True, True, False], [False, False, False]) == 3
+    # the gateway's own earlier placeholder sits at n + 1 while the owner's n + 1 is free:
+    # the owner's order goes there, one placeholder
+    assert order_placeholders([True, False], [False, True]) == 1
+    # both the owner's and the gateway's n + 1 are taken: no way through with the gateway key
+    assert order_placeholders([True, True, False], [False, True]) is None
+    # more than the lists cover
+    assert order_placeholders([True, True], [False, False]) is None
+
+
+def test_matching_and_the_book_leave_placeholders_out() -> None:
+    placeholder = BookOrder("ph", PLACEHOLDER_PRICE, PLACEHOLDER_WH, 0, owner="gateway")
+    real = BookOrder("ask", 100, 50, 5, owner="alice")
+    rich = BookOrder("bid", U64_MAX, 10, 1, owner="bob")    # the only bid that could meet it
+    assert [(m.sell_order, m.amount_wh) for m in match([rich], [placeholder, real])] == [("ask", 10)]
+    assert match([rich], [placeholder]) == []
+    fields = {"seller": "g", "buyer": "11111111111111111111111111111111",
+              "amount": PLACEHOLDER_WH, "filled_amount": 0, "price_per_kwh": PLACEHOLDER_PRICE,
+              "order_type": "Sell", "status": "Active", "created_at": 1, "expires_at": 2}
+    assert order_account("a", fields).placeholder
+    assert not order_account("b", {**fields, "price_per_kwh": 100}).placeholder
+    assert not order_account("c", {**fields, "order_type": "Buy"}).placeholder
+    assert is_placeholder("sell", U64_MAX) and not is_placeholder("buy", U64_MAX)
+
+
+def test_a_placeholder_never_completes_on_the_trading_program() -> None:
+    """The only bid that meets it is at u64::MAX: a fill of 2 Wh or more overflows total_value
+    (6015); a 1-Wh fill leaves it PartiallyFilled, still counted in active_orders."""
+    chain = Chain()
+    init_market(chain)
+    gateway, buyer = chain.funded(), chain.funded()
+    ph = place(chain, "sell", gateway, PLACEHOLDER_WH, PLACEHOLDER_PRICE)
+    big = place(chain, "buy", buyer, 5, U64_MAX)
+    chain.fails(6015, match_ix(chain, big, ph, 5), chain.authority)
+    one = place(chain, "buy", buyer, 1, U64_MAX)
+    before = active_orders(chain)
+    chain.ok(match_ix(chain, one, ph, 1), chain.authority)
+    assert enum_name(chain.decode("trading", "Order", ph)["status"]) == "PartiallyFilled"
+    assert active_orders(chain) == before - 1            # only the 1-Wh bid completed
+    assert chain.svm.get_account(trade_address(chain, one, ph)) is not None
+
+
+class SvmPool:
+    """The builder's chain reads (account data) served from the LiteSVM accounts."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self.reads: list[int] = []
+
+    async def account_data(self, keys: Sequence[Pubkey]) -> list[bytes | None]:
+        self.reads.append(len(keys))
+        out: list[bytes | None] = []
+        for k in keys:
+            acc = self.chain.svm.get_account(k)
+            out.append(None if acc is None or acc.lamports == 0 else bytes(acc.data))
+        return out
+
+
+@pytest.mark.parametrize("taken", [1, MAX_PLACEHOLDERS])
+async def test_an_order_behind_placeholders_fits_and_lands(taken: int) -> None:
+    """alice's orders at indices 0 .. taken-1 exist and were cancelled (the count is back at
+    0): her next order is built behind `taken` placeholders of the gateway, fits one
+    transaction with its ERC slot and both signatures, and lands on the program."""
+    chain = Chain()
+    init_market(chain)
+    chain.init_registry()
+    gateway, alice = chain.funded(), chain.funded()
+    chain.register_user(alice)
+    orders = [place(chain, "sell", alice, 10, 100) for _ in range(taken)]
+    for o in orders:
+        chain.ok(chain.ix("trading", "cancel_order", {},
+                          {"market": chain.idls["trading"].pda("market"), "order": o,
+                           "authority": alice.pubkey()}), alice)
+    assert active_orders(chain) == 0
+    pool = SvmPool(chain)
+    builder = InstructionBuilder(load_idls(IDL_DIR), pool, Signers.of(gateway, users=[alice]))  # type: ignore[arg-type]
+    payload = OrderCreationPayload(owner=str(alice.pubkey()), side="sell", energy_amount=10,
+                                   price_per_kwh=100)
+    op = await builder._prepare(1, TX_TYPES["order_creation"], payload, {})
+    assert len(op.instructions) == taken + 1 and builder.placeholders == taken
+    size = tx_size(Batch([op]), gateway)
+    assert size <= PACKET_DATA_SIZE
+    out = chain.ok(op.instructions, alice, gateway, payer=gateway)
+    mine = order_address(chain, alice.pubkey(), taken)
+    created = out.events["trading"]
+    assert [str(f["order_id"]) for _, f in created] == [
+        *(str(order_address(chain, gateway.pubkey(), i)) for i in range(taken)), str(mine)]
+    assert active_orders(chain) == taken + 1
+    print(f"\n{taken} placeholder(s) + the order: {size} bytes, {out.cu} CU")
+    # The next order of alice (index taken + 1 is hers to use) needs none.
+    op2 = await builder._prepare(2, TX_TYPES["order_creation"], payload, {})
+    assert len(op2.instructions) == 1
+    _, addr2 = order_ix(chain, "sell", alice.pubkey(), 10, 100)
+    assert op2.instructions[0].accounts[1].pubkey == addr2 == order_address(
+        chain, alice.pubkey(), taken + 1)
+
+
+async def test_no_way_past_the_gateways_own_placeholder_waits() -> None:
+    """The owner's and the gateway's order PDAs at the index are both taken: the operation is
+    not built now (RuleNotMet: stays pending until other orders move the index)."""
+    chain = Chain()
+    init_market(chain)
+    chain.init_registry()
+    gateway, alice = chain.funded(), chain.funded()
+    chain.register_user(alice)
+    market: Any = chain.idls["trading"].pda("market")
+    for kp in (alice, gateway):
+        o = place(chain, "sell", kp, 10, 100)
+        chain.ok(chain.ix("trading", "cancel_order", {},
+                          {"market": market, "order": o, "authority": kp.pubkey()}), kp)
+    builder = InstructionBuilder(load_idls(IDL_DIR), SvmPool(chain),  # type: ignore[arg-type]
+                                 Signers.of(gateway, users=[alice]))
+    payload = OrderCreationPayload(owner=str(alice.pubkey()), side="buy", energy_amount=10,
+                                   price_per_kwh=100)
+    with pytest.raises(RuleNotMet, match="order PDAs"):
+        await builder._prepare(1, TX_TYPES["order_creation"], payload, {})
+    assert Read.ORDER_INDEX in TX_TYPES["order_creation"].readers
