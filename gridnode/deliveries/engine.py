@@ -138,6 +138,10 @@ class Policy:
         return self.capture_ahead or max(200, 4 * self.batch_size)
 
 
+class _Removed(Exception):
+    """The destination's row is gone (removed by an operator while it ran)."""
+
+
 @dataclass(slots=True)
 class _Runner:
     destination: Destination
@@ -146,6 +150,7 @@ class _Runner:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     wait_until_ms: int | None = None
+    ensured: bool = False
     warned_at: float = -WARN_EVERY_S
     delivered: int = 0
     parked: int = 0
@@ -249,10 +254,17 @@ class DeliveryEngine:
         while True:
             self._progress = time.monotonic()
             try:
+                if not r.ensured:       # created once; a row removed later is not brought back
+                    await self._ensure(r)
+                    r.ensured = True
                 busy = await self.step(r)
                 errors = 0
             except asyncio.CancelledError:
                 raise
+            except _Removed:
+                log.info("deliveries: destination removed; stopping its deliveries",
+                         destination=name)
+                return
             except StorageFull as exc:      # a state, not a fault: wait it out
                 errors += 1
                 if errors == 1:
@@ -284,7 +296,7 @@ class DeliveryEngine:
         dest, policy = r.destination, r.policy
         row = await stored.destination(self.store, dest.name)
         if row is None:
-            row = await self._ensure(r)
+            raise _Removed(dest.name)
         captured = await self._capture(r, row.cursor)
         if row.status == stored.DISABLED:
             r.wait_until_ms = None

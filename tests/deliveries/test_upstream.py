@@ -255,3 +255,17 @@ async def test_settlements_and_operation_outcomes_go_up_too(
     outcome = got["operation.outcome"]["item"]["data"]
     assert (outcome["tx_type"], outcome["status"], outcome["error"]) == (
         "order_cancel", "failed", "custom program error: 0x1771")
+
+
+async def test_a_destination_removed_while_running_is_not_brought_back(
+        store: Store, platform: PlatformSimulator, secret: str) -> None:
+    await finalize_readings(store, METERS, ENDS[:1])
+    engine, _ = engine_for(store, platform, [secret])
+    async with running(engine):
+        await wait_for(lambda: held(platform) == 3, 10, "the first items")
+        async with store.write() as tx:         # as `gridnode webhooks remove` does for its own
+            assert await stored.remove_destination(tx, "upstream")
+        await finalize_readings(store, METERS, ENDS[1:2])
+        await asyncio.sleep(0.5)
+        assert await stored.destination(store, "upstream") is None
+        assert held(platform) == 3 and await stored.items(store) == []
