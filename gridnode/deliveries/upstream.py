@@ -14,7 +14,8 @@ What goes up, each item with a stable idempotency key (the platform dedupes on i
 A request is ``POST url`` with ``{"node_id", "items": [{"key", "type", "meter_id", "at_ms",
 "data"}]}``, signed the Standard Webhooks way (gridnode.deliveries.signing), with an
 ``Idempotency-Key`` (an RFC 8941 sf-string) that is a hash of the item keys: a retry of the same
-items is the same request (same key, same bytes), a different set of items a new one. An item
+items is the same request (same key, same bytes), a different set of items (or an item an
+operator replayed) a new one. An item
 counts as delivered only when a 2xx answer names it in ``accepted`` (a duplicate the platform
 already holds is accepted too); one named in ``rejected`` is parked with the platform's reason;
 one not named is tried again. 429/503 Retry-After is honoured; 410 Gone disables the
@@ -190,7 +191,11 @@ class UpstreamDestination:
     async def send(self, items: Sequence[Delivery]) -> list[Outcome]:
         keys = [d.idempotency_key for d in items]
         body = body_of(self.node_id, items)
-        msg_id = batch_key(keys)
+        # A replayed item makes a new request: the platform may have stored its refusal under
+        # the old key and would answer it again.
+        replays = await stored.replay_counts(self.store, [d.id for d in items])
+        msg_id = batch_key([f"{d.idempotency_key}#{replays[d.id]}" if d.id in replays
+                            else d.idempotency_key for d in items])
         headers = {"Content-Type": "application/json", "Idempotency-Key": f'"{msg_id}"',
                    **signing.sign(self.secrets, msg_id, body)}
         async with self._client().post(self.url, data=body, headers=headers,

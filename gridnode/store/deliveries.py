@@ -413,3 +413,14 @@ async def operation_facts(db: _Reads, op_id: int) -> OperationFacts | None:
         None if landed is None else landed["slot"],
         [{"program_id": e["program_id"], "name": e["name"], "data": json.loads(e["data"]),
           "slot": e["slot"]} for e in evs])
+
+
+async def replay_counts(db: _Reads, item_ids: Sequence[int]) -> dict[int, int]:
+    """How often an operator replayed each item (absent: never)."""
+    if not item_ids:
+        return {}
+    rows = await db.fetchall(
+        "SELECT entity_id, count(*) AS n FROM audit_log WHERE entity = 'delivery' AND "
+        f"reason = 'operator replay' AND entity_id IN ({','.join('?' * len(item_ids))}) "
+        "GROUP BY entity_id", list(item_ids))
+    return {int(r["entity_id"]): int(r["n"]) for r in rows}

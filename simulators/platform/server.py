@@ -19,7 +19,9 @@ per request, set with ``POST /v1/faults`` or ``--fault`` (JSON): ``{"status": 50
 "retry_after": 2}`` (any status, answered without storing), ``{"mode": "timeout", "delay_s":
 30}`` (no answer in time, nothing stored), ``{"mode": "slow", "delay_s": 1}`` (stored, answered
 late), ``{"mode": "close"}`` (stored, then the connection is closed without an answer),
-``{"mode": "reject", "match": "meter-3"}`` (items whose key contains `match` are rejected).
+``{"mode": "reject", "match": "meter-3"}`` (items whose key contains `match` are rejected);
+``"remember": true`` with a status stores that answer under the request's Idempotency-Key, as
+platforms that keep error answers do (a retry with that key gets it again).
 
 Routes: ``POST /v1/deliveries`` (ingest), ``GET /v1/items[?type=&meter_id=]`` (what it holds, in
 order of acceptance), ``GET /v1/stats``, ``GET /v1/requests`` (one row per request: time,
@@ -115,6 +117,7 @@ class Fault:
     retry_after: float | str | None = None
     delay_s: float = 0.0
     match: str | None = None
+    remember: bool = False          # a status fault's answer is stored under the request's key
 
 
 @dataclass
@@ -228,6 +231,10 @@ class PlatformSimulator:
             self._log(400, 0, None, "no Idempotency-Key")
             return web.json_response({"error": "Idempotency-Key (an sf-string) is required"},
                                      status=400)
+        digest = hashlib.sha256(body).hexdigest()
+        replayed = self._stored_answer(key, digest)
+        if replayed is not None:
+            return replayed
         fault = self._fault()
         if fault is not None and fault.status is not None:
             headers = {}
@@ -235,25 +242,18 @@ class PlatformSimulator:
                 headers["Retry-After"] = str(fault.retry_after)
             self.stats["faults"] += 1
             self._log(fault.status, 0, key, "fault")
-            return web.json_response({"error": "fault injected"}, status=fault.status,
-                                     headers=headers)
+            answer = {"error": "fault injected"}
+            if fault.remember:      # as a platform that keeps errors too (Stripe keeps 500s)
+                self._db.execute(
+                    "INSERT INTO idempotency (key, body_sha256, status, answer, at_ms) "
+                    "VALUES (?, ?, ?, ?, ?)", (key, digest, fault.status, json.dumps(answer),
+                                               time.time_ns() // 1_000_000))
+            return web.json_response(answer, status=fault.status, headers=headers)
         if fault is not None and fault.mode == "timeout":
             self.stats["faults"] += 1
             self._log(0, 0, key, "timeout")
             await asyncio.sleep(fault.delay_s or 60)
             return web.json_response({"error": "late"}, status=504)
-        digest = hashlib.sha256(body).hexdigest()
-        stored = self._db.execute("SELECT body_sha256, status, answer FROM idempotency "
-                                  "WHERE key = ?", (key,)).fetchone()
-        if stored is not None:
-            if stored[0] != digest:
-                self._log(422, 0, key, "key reused with another body")
-                return web.json_response({"error": "Idempotency-Key reused with another body"},
-                                         status=422)
-            self.stats["replayed"] += 1
-            self._log(stored[1], 0, key, "replayed")
-            return web.Response(text=stored[2], status=stored[1],
-                                content_type="application/json")
         if key in self._in_flight:
             self._log(409, 0, key, "in flight")
             return web.json_response({"error": "a request with this key is in flight"},
@@ -276,6 +276,20 @@ class PlatformSimulator:
             request.transport.abort()     # accepted and stored, and no answer
             raise asyncio.CancelledError
         return web.json_response(answer, status=status)
+
+    def _stored_answer(self, key: str, digest: str) -> web.Response | None:
+        """The stored answer of a key seen before (422 when the body differs), else None."""
+        stored = self._db.execute("SELECT body_sha256, status, answer FROM idempotency "
+                                  "WHERE key = ?", (key,)).fetchone()
+        if stored is None:
+            return None
+        if stored[0] != digest:
+            self._log(422, 0, key, "key reused with another body")
+            return web.json_response({"error": "Idempotency-Key reused with another body"},
+                                     status=422)
+        self.stats["replayed"] += 1
+        self._log(stored[1], 0, key, "replayed")
+        return web.Response(text=stored[2], status=stored[1], content_type="application/json")
 
     def _accept(self, body: bytes, fault: Fault | None) -> tuple[int, dict[str, Any]]:
         try:

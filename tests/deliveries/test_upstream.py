@@ -269,3 +269,18 @@ async def test_a_destination_removed_while_running_is_not_brought_back(
         await asyncio.sleep(0.5)
         assert await stored.destination(store, "upstream") is None
         assert held(platform) == 3 and await stored.items(store) == []
+
+
+async def test_a_replayed_item_is_a_new_request_when_the_platform_kept_its_refusal(
+        store: Store, platform: PlatformSimulator, secret: str) -> None:
+    await finalize_readings(store, ["m1"], ENDS[:1])
+    platform.add_fault(status=400, remember=True)     # kept under the request's key
+    engine, _ = engine_for(store, platform, [secret])
+    async with running(engine):
+        await wait_for(lambda: _parked(store, 1), 10, "the item parked")
+        (item,) = await stored.items(store, status="parked")
+        async with store.write() as tx:
+            await stored.replay(tx, item.id, "platform fixed")
+        await wait_for(lambda: held(platform) == 1, 10, "the replayed item held")
+    keys = [r["idempotency_key"] for r in platform.requests()]
+    assert [r["status"] for r in platform.requests()] == [400, 200] and keys[0] != keys[1]
