@@ -51,6 +51,7 @@ NAME = "upstream"
 KIND = "upstream"
 RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 ANSWER_MAX = 2000
+KEY_ROTATE_ATTEMPTS = 5     # failed attempts of an item before its request gets a new key
 OUTCOME_STATUSES = frozenset({"finalized", "failed"})
 SETTLEMENT_EVENTS = frozenset({"settlement.completed", "settlement.defaulted"})
 
@@ -191,11 +192,12 @@ class UpstreamDestination:
     async def send(self, items: Sequence[Delivery]) -> list[Outcome]:
         keys = [d.idempotency_key for d in items]
         body = body_of(self.node_id, items)
-        # A replayed item makes a new request: the platform may have stored its refusal under
-        # the old key and would answer it again.
+        # A platform that stores error answers under the Idempotency-Key (Stripe keeps 500s)
+        # would give a retry the same error forever: an item an operator replayed, and every
+        # KEY_ROTATE_ATTEMPTS failed attempts, make a new request key. Quick retries (a lost
+        # answer) keep theirs. Items are deduped on their own keys whatever the request's.
         replays = await stored.replay_counts(self.store, [d.id for d in items])
-        msg_id = batch_key([f"{d.idempotency_key}#{replays[d.id]}" if d.id in replays
-                            else d.idempotency_key for d in items])
+        msg_id = batch_key([_generation(d, replays.get(d.id, 0)) for d in items])
         headers = {"Content-Type": "application/json", "Idempotency-Key": f'"{msg_id}"',
                    **signing.sign(self.secrets, msg_id, body)}
         async with self._client().post(self.url, data=body, headers=headers,
@@ -213,6 +215,11 @@ class UpstreamDestination:
             if status in RETRYABLE or status >= 500:
                 return [Outcome.retry(None, answer)] * len(items)
             return [Outcome.park(answer)] * len(items)
+
+
+def _generation(d: Delivery, replays: int) -> str:
+    gen = (replays, d.attempts // KEY_ROTATE_ATTEMPTS)
+    return d.idempotency_key if gen == (0, 0) else f"{d.idempotency_key}#{gen[0]}:{gen[1]}"
 
 
 def _acknowledged(keys: Sequence[str], text: str, answer: str) -> list[Outcome]:

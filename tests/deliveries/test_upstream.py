@@ -284,3 +284,16 @@ async def test_a_replayed_item_is_a_new_request_when_the_platform_kept_its_refus
         await wait_for(lambda: held(platform) == 1, 10, "the replayed item held")
     keys = [r["idempotency_key"] for r in platform.requests()]
     assert [r["status"] for r in platform.requests()] == [400, 200] and keys[0] != keys[1]
+
+
+async def test_a_stored_server_error_is_not_answered_forever(
+        store: Store, platform: PlatformSimulator, secret: str) -> None:
+    await finalize_readings(store, ["m1"], ENDS[:1])
+    platform.add_fault(status=500, remember=True)     # kept under the request's key
+    engine, _ = engine_for(store, platform, [secret], retry_base_s=0.02, retry_max_s=0.05)
+    async with running(engine):
+        await wait_for(lambda: held(platform) == 1, 10, "the item held")
+    reqs = platform.requests()
+    assert [r["status"] for r in reqs] == [500] * 5 + [200]
+    assert [r["note"] for r in reqs[1:5]] == ["replayed"] * 4     # same key: the stored answer
+    assert reqs[5]["idempotency_key"] != reqs[0]["idempotency_key"]
