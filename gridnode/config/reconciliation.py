@@ -31,6 +31,8 @@ class ReconciliationConfig(Section):
     # After an outage, at most this many of the most recent missed days are reconciled; older
     # ones are skipped with a warning (a clock that jumped years must not start years of runs).
     catch_up_days: int = Field(default=7, ge=1, le=366)
+    # The catch-up at start waits this long after the start, behind the node's own start work.
+    start_delay_s: float = Field(default=30.0, ge=0, le=3600)
     # Where the JSON reports go (default: <node.data_dir>/reports).
     report_dir: Path | None = None
     # Signatures of the oracle's account read per day at most (readings landed on chain).

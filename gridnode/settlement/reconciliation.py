@@ -82,7 +82,6 @@ IN_FLIGHT = transitions.IN_FLIGHT
 FINALIZED = ("finalized",)
 SIGNATURE_PAGE = 1000
 TX_FETCH_CONCURRENCY = 8
-START_DELAY_S = 30.0               # the catch-up at start waits for the node's own start work
 
 
 # -- which days are due (pure) -----------------------------------------------------------------
@@ -851,7 +850,7 @@ def schedule(sched: AsyncIOScheduler, config: GridnodeConfig, store: Store) -> N
     sched.add_job(job, "cron", hour=at.hour, minute=at.minute, timezone=zone,
                   args=["schedule"], id="reconciliation", replace_existing=True,
                   misfire_grace_time=int(rc.misfire_grace_s), coalesce=True, max_instances=1)
-    first = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=START_DELAY_S)
+    first = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=rc.start_delay_s)
     sched.add_job(job, "date", run_date=first, args=["catch_up"], id="reconciliation-start",
                   replace_existing=True, misfire_grace_time=None)
 

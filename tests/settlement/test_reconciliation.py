@@ -24,7 +24,11 @@ from solders.transaction import VersionedTransaction
 
 from gridnode.chain.idl import idls_for_chain
 from gridnode.chain.txtypes import new_operation
-from gridnode.chain.validation import SettleTradePayload, TokenMintingPayload
+from gridnode.chain.validation import (
+    GridMintingPayload,
+    SettleTradePayload,
+    TokenMintingPayload,
+)
 from gridnode.cli import main
 from gridnode.config import GridnodeConfig
 from gridnode.config.node import NodeConfig
@@ -151,6 +155,11 @@ async def test_reconciliation_against_the_localnet(tmp_path: Path) -> None:
                     token_account=str(ata(alice.pubkey(), mint)), amount=5_000_000),
                     "mint:alice:1"))
             await wait_for(lambda: all_finalized(store), 30, "registration, readings, mint")
+            async with store.write() as tx:       # the meter's net generation becomes GRID
+                await operations.add(tx, new_operation(GridMintingPayload(
+                    meter_id="pv-1", owner=str(alice.pubkey()),
+                    token_account=str(ata(alice.pubkey(), mint)), interval_end=ends[-1])))
+            await wait_for(lambda: all_finalized(store), 30, "grid minting")
 
         # 1. Everything went through the node: no discrepancy, stored, written, nothing raised.
         report = await reconcile(config, store, day)
@@ -167,6 +176,10 @@ async def test_reconciliation_against_the_localnet(tmp_path: Path) -> None:
         assert written == run.report and written["day"] == day.isoformat()
         assert Path(run.report_path or "").parent == tmp_path / "data" / "reports"
         assert await raised(store) == {}
+        minted = (sum(1000 + i for i in range(3)) - sum(200 + 3 * i for i in range(3))) * 10**6
+        grid = await rpc(net.rpc_url, "getTokenAccountBalance", [str(ata(alice.pubkey(), mint)),
+                                                                 {"commitment": "finalized"}])
+        assert int(grid["value"]["amount"]) == 5_000_000 + minted     # the balance checked
 
         # 2. The meter's owner adds a reading to the registry behind the node's back.
         meter = idls["registry"].find_pda([b"meter", b"pv-1"])[0]
@@ -223,7 +236,7 @@ async def test_reconciliation_against_the_localnet(tmp_path: Path) -> None:
         found = {(d.kind, d.subject, d.what): d for d in report.discrepancies}
         balance = found[("balance", str(alice.pubkey()), "GRID balance")]
         assert (balance.chain, balance.store, balance.difference) == (
-            5_000_000 - 1_234_000, 5_000_000, -1_234_000)
+            5_000_000 + minted - 1_234_000, 5_000_000 + minted, -1_234_000)
         unsettled = found[("trade_without_settlement", str(trade), "settlement rows")]
         assert (unsettled.chain, unsettled.store) == (1, 0)
         assert "400 Wh" in unsettled.detail and "175 per kWh" in unsettled.detail
@@ -340,4 +353,37 @@ async def test_the_daemon_schedules_it_in_the_node_zone(tmp_path: Path) -> None:
         off = config.model_copy(update={"reconciliation": ReconciliationConfig(enabled=False)})
         assert "reconciliation" not in {j.id for j in _scheduler(off, store).get_jobs()}
     finally:
+        await store.close()
+
+
+async def test_the_daemon_catches_up_at_start(tmp_path: Path) -> None:
+    """`gridnode run`'s daemon, down for three days, reconciles the days it missed on its own."""
+    from gridnode.config import parse_config
+    from gridnode.daemon import Daemon
+    from gridnode.systemd import Notifier
+    from tests.configs import toml
+
+    async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
+        today = datetime.datetime.now(ZoneInfo(ZONE)).date()
+        cfg = parse_config(toml({**localnet_node(net, tmp_path / "data"), "api": {
+            "enabled": False}, "node": {"data_dir": str(tmp_path / "data"), "timezone": ZONE},
+            "reconciliation": {"at": "00:00", "start_delay_s": 0.2}}))
+        store = await Store.open(cfg.node.database)
+        async with store.write() as tx:
+            last = today - datetime.timedelta(days=3)
+            await stored.start(tx, last, ZONE, "schedule", True)
+            await stored.complete(tx, last, {"day": last.isoformat()}, 0, None)
+        node = Daemon(cfg, Notifier({}))
+        task = asyncio.create_task(node.run())
+
+        async def caught_up() -> bool:
+            assert not task.done(), task
+            return await stored.last_completed_day(store) == today - datetime.timedelta(days=1)
+
+        await wait_for(caught_up, 30, "the catch-up at start")
+        node.request_stop("test")
+        assert await task == 0
+        runs = [r for r in await stored.recent(store) if r.day > last]
+        assert [(r.day, r.trigger, r.runs) for r in runs] == [
+            (today - datetime.timedelta(days=n), "catch_up", 1) for n in (1, 2)]
         await store.close()
