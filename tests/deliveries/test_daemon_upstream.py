@@ -2,9 +2,9 @@
 finalized on chain and delivered upstream while the daemon is SIGKILLed 20 times (some kills
 land between the platform storing a request and the node recording its answer) and the
 platform is down while two hours of 1-minute intervals pile up (accelerated: they are fed in
-a few rounds). At the end the platform holds every finalized interval exactly once, with its
-on-chain signature and event, in the node's order per meter, every request correctly
-signed."""
+a few rounds). At the end the platform holds every finalized interval and every settlement
+exactly once, each interval with its on-chain signature and event, in the node's order per
+meter, every request correctly signed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from gridnode.deliveries import signing
-from gridnode.store import Store
+from gridnode.store import Store, events, now_ms
 from simulators.chain.localnet import Localnet
 from simulators.platform import PlatformSimulator
 from tests.configs import localnet_node, write_config
@@ -29,6 +29,15 @@ OUTAGE = range(6, 11)       # rounds during which the platform is down
 # intervals fed per round: one at a time, then two hours' worth while the platform is down
 FEED = [1] * 6 + [24] * 5 + [1] * 9
 INTERVALS = sum(FEED)
+
+
+async def settle(store: Store, n: int) -> None:
+    """A settlement.completed event as the settlement subsystem logs it (the market itself is
+    not part of this test): its row's fields."""
+    async with store.write() as tx:
+        await events.append(tx, events.EventType.SETTLEMENT_COMPLETED, {
+            "id": n + 1, "trade_record": f"trade-{n:03d}", "status": "settled",
+            "energy_wh": 100 + n, "token_amount": (100 + n) * 10**6}, at_ms=now_ms())
 
 
 async def start(config: Path) -> asyncio.subprocess.Process:
@@ -82,6 +91,7 @@ async def test_every_finalized_interval_reaches_the_platform_once_through_kills(
                 batch = intervals[fed:fed + FEED[kill]]
                 await add_readings(store, METERS, batch, first_index=fed)
                 fed += len(batch)
+                await settle(store, kill)
                 proc = await start(config)
                 if platform is not None and kill % 2:
                     # right after the platform took a request: its answer may never be recorded
@@ -151,10 +161,13 @@ async def test_every_finalized_interval_reaches_the_platform_once_through_kills(
                 platform_order = [e for m, e in pairs if m == meter]
                 assert platform_order == node_order, (meter, platform_order, node_order)
             assert bad_signatures == 0
+            settled = [h["key"] for h in platform.items(type="settlement.completed")]
+            assert sorted(settled) == [f"up-node:settlement:trade-{n:03d}:completed"
+                                       for n in range(KILLS)]
             assert kills_after_a_request >= 3
             counts = await store.fetchall("SELECT status, count(*) AS n FROM delivery_items "
                                           "GROUP BY status")
-            assert {r["status"]: r["n"] for r in counts} == {"delivered": len(pairs)}
+            assert {r["status"]: r["n"] for r in counts} == {"delivered": len(pairs) + KILLS}
         finally:
             if platform is not None:
                 await platform.stop()
