@@ -13,7 +13,8 @@ For one local day of the node's time zone, and for every local meter and user:
     balance        each user's GRID (base units, all its known token accounts) against minted -
                    delivered + received by the node's finalized operations and settled rows,
                    plus what it bought from sellers elsewhere whose trades the program marks
-                   settled (cumulative)
+                   settled; a user who keeps its own key mints elsewhere, so its meters'
+                   settled generation x 10^6 stands for its mints (cumulative)
     trade_*        every TradeRecord with a local party executed that day: with a local seller,
                    exactly one settlement row with the same amount, price, total and fee (the
                    node settles trades of its sellers; a local buyer's seller elsewhere settles
@@ -302,6 +303,10 @@ class Reconciler:
         self.pool = pool
         self.idls = idls
         self.zone = ZoneInfo(config.node.timezone)
+        # Users who keep their own key (the node settles for them as SPL delegate): they mint
+        # elsewhere, so their meters' minted GRID is what the registry says was settled.
+        self.delegates: dict[str, list[str]] = {}
+        self._meter_data: dict[str, dict[str, Any] | None] = {}
 
     # -- running and recording -----------------------------------------------------------------
     async def run_day(self, day: datetime.date, trigger: str) -> Report:
@@ -395,6 +400,10 @@ class Reconciler:
             meters.setdefault(configured, None)
         for sent in await stored.reading_meter_ids(self.store):
             meters.setdefault(sent, None)
+        market = getattr(self.config, "market", None)
+        for u in getattr(market, "users", None) or []:
+            for m in u.meters:
+                meters.setdefault(str(m), None)
         return dict(sorted(meters.items()))
 
     async def _local_users(self, meters: Mapping[str, str | None]) -> dict[str, str]:
@@ -407,6 +416,7 @@ class Reconciler:
         for u in getattr(market, "users", None) or []:
             if u.pubkey is not None:
                 users[str(u.pubkey)] = u.name
+                self.delegates[str(u.pubkey)] = list(u.meters)
                 continue
             path = u.keypair_file()
             try:
@@ -439,6 +449,7 @@ class Reconciler:
         """Registry totals against finalized readings, settled generation against minted GRID."""
         ids = list(meters)
         accounts = await self._meter_accounts(ids) if ids else {}
+        self._meter_data = accounts
         gen: dict[str, _Range] = {m: _Range() for m in ids}
         cons: dict[str, _Range] = {m: _Range() for m in ids}
         for op in await stored.operations_of(self.store, ("meter_reading",),
@@ -482,9 +493,14 @@ class Reconciler:
         else:
             report.checks["meter_totals"] = ("skipped: chain.registry_readings is off (the node "
                                              "does not write the registry totals)")
-        report.checks["meter_settled"] = (f"{len(registered)} registered meters: settled net "
-                                          "generation against GRID minted")
+        elsewhere = {m for meters_of in self.delegates.values() for m in meters_of}
+        report.checks["meter_settled"] = (
+            f"{len(registered)} registered meters: settled net generation against GRID minted"
+            + (f" ({len(elsewhere)} meters of users minting with their own keys not judged)"
+               if elsewhere else ""))
         for m in registered:
+            if m in elsewhere:
+                continue
             acc = accounts[m]
             assert acc is not None
             b = minted[m].bounds()
@@ -647,6 +663,12 @@ class Reconciler:
                     ranges[src].add(-int(p["amount"]), flying)
                 if dst is not None and src != dst:
                     ranges[dst].add(int(p["amount"]), flying)
+        for user, meters_of in self.delegates.items():      # they mint with their own key
+            for m in meters_of:
+                acc = self._meter_data.get(m)
+                if acc is not None and user in ranges:
+                    ranges[user].add(int(acc["settled_net_generation"]) * BASE_UNITS_PER_WH,
+                                     False)
         rows = await stored.settlements(self.store)
         known = {r.trade_record for r in rows}
         remote = [r for r in records.values() if r.buyer in ranges and r.seller not in users

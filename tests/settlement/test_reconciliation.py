@@ -31,6 +31,7 @@ from gridnode.chain.validation import (
 )
 from gridnode.cli import main
 from gridnode.config import GridnodeConfig
+from gridnode.config.market import MarketConfig, MarketUser
 from gridnode.config.node import NodeConfig
 from gridnode.config.reconciliation import ReconciliationConfig
 from gridnode.keys import load_keypair
@@ -110,12 +111,16 @@ def day_of(ends: list[int]) -> tuple[list[int], datetime.date]:
     return ends, datetime.datetime.fromtimestamp(ends[-1] - 1, zone).date()
 
 
-def config_for(net: Localnet, tmp_path: Path, **recon: Any) -> GridnodeConfig:
+def config_for(net: Localnet, tmp_path: Path, delegate: str | None = None,
+               **recon: Any) -> GridnodeConfig:
+    """A node holding user 0's key; `delegate` is a user who keeps its own key."""
     users = net.bootstrap["keypairs"]["users"]
+    market = None if delegate is None else MarketConfig(users=[MarketUser(
+        name="bob", pubkey=delegate, delegate=True)])
     return GridnodeConfig(
         node=NodeConfig(id="recon-test", data_dir=tmp_path / "data", timezone=ZONE),
         chain=chain_config([net.rpc_url], registry_readings=True, user_keypairs=[users[0]]),
-        reconciliation=ReconciliationConfig(**recon))
+        reconciliation=ReconciliationConfig(**recon), market=market)
 
 
 async def reconcile(config: GridnodeConfig, store: Store, day: datetime.date) -> Any:
@@ -135,13 +140,13 @@ async def raised(store: Store) -> dict[str, str]:
 
 async def test_reconciliation_against_the_localnet(tmp_path: Path) -> None:
     async with Localnet(port=pick_free_port(), slot_ms=25, state_dir=tmp_path / "chain") as net:
-        config = config_for(net, tmp_path)
+        bob = load_keypair(net.bootstrap["keypairs"]["users"][1])
+        config = config_for(net, tmp_path, delegate=str(bob.pubkey()))
         assert config.chain is not None
         idls = idls_for_chain(config.chain)
         mint = idls["energy_token"].find_pda([b"mint"])[0]
         signers = bootstrap_signers(net.bootstrap)
         alice = load_keypair(net.bootstrap["keypairs"]["users"][0])
-        bob = load_keypair(net.bootstrap["keypairs"]["users"][1])
         authority = load_keypair(net.bootstrap["keypairs"]["authority"])
         store = await Store.open(config.node.database)
         pipeline = Pipeline(store, config.chain, outbox_config(), signers)
@@ -240,7 +245,9 @@ async def test_reconciliation_against_the_localnet(tmp_path: Path) -> None:
         unsettled = found[("trade_without_settlement", str(trade), "settlement rows")]
         assert (unsettled.chain, unsettled.store) == (1, 0)
         assert "400 Wh" in unsettled.detail and "175 per kWh" in unsettled.detail
-        assert len(report.discrepancies) == 4, report.lines()      # and the two meter totals
+        received = found[("balance", str(bob.pubkey()), "GRID balance")]    # bob keeps his key
+        assert (received.chain, received.store, received.difference) == (1_234_000, 0, 1_234_000)
+        assert len(report.discrepancies) == 5, report.lines()      # and the two meter totals
         trade_alert = (f"reconciliation.trade_without_settlement.{day.isoformat()}.{trade}"
                        ".settlement_rows")
         assert trade_alert in await raised(store)
@@ -259,7 +266,8 @@ async def test_reconciliation_against_the_localnet(tmp_path: Path) -> None:
                     signer=str(alice.pubkey()))), source="test")
         report = await reconcile(config, store, day)
         kinds = sorted((d.kind, d.what) for d in report.discrepancies)
-        assert kinds == [("balance", "GRID balance"), ("meter_totals", "total_consumption"),
+        assert kinds == [("balance", "GRID balance"), ("balance", "GRID balance"),
+                         ("meter_totals", "total_consumption"),
                          ("meter_totals", "total_generation")], report.lines()
         alerts = await raised(store)
         assert trade_alert not in alerts
