@@ -204,6 +204,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         _out("alerts:" + ("" if raised else " none raised"))
         for a in raised:
             _out(f"  {a.name} since {_iso(a.changed_at_ms)}: {a.detail}")
+        from gridnode.deliveries.cli import status_lines
+        for line in await status_lines(store):
+            _out(line)
         return EXIT_OK
 
     return asyncio.run(_with_store(path, go))

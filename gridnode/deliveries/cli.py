@@ -54,6 +54,32 @@ def _run(args: argparse.Namespace, go: Callable[[Store], object]) -> int:
     return int(asyncio.run(_with_store(path, go)))  # type: ignore[arg-type]
 
 
+async def status_lines(store: Store) -> list[str]:
+    """`gridnode status`'s deliveries part: one line per destination (nothing without any)."""
+    from gridnode.cli import _iso
+
+    dests = await stored.destinations(store)
+    if not dests:
+        return []
+    counts = await stored.status_counts(store)
+    lines = ["deliveries:"]
+    for d in dests:
+        c = counts.get(d.name, {})
+        line = (f"  {d.name} ({d.kind}) {d.status}: "
+                + " ".join(f"{s}={c.get(s, 0)}" for s in stored.ITEM_STATUSES))
+        if d.last_delivered_at_ms:
+            line += f", last delivery {_iso(d.last_delivered_at_ms)}"
+        if d.failing_since_ms:
+            line += (f", failing since {_iso(d.failing_since_ms)} ({d.failures} requests)"
+                     + (f", next attempt {_iso(d.next_attempt_at_ms)}"
+                        if d.next_attempt_at_ms else "")
+                     + (f": {d.last_error[:200]}" if d.last_error else ""))
+        if d.disabled_reason:
+            line += f", disabled: {d.disabled_reason[:200]}"
+        lines.append(line)
+    return lines
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from gridnode.cli import _iso, _out
 

@@ -132,6 +132,9 @@ async def test_400_parks_the_items_with_the_answer_and_the_cli_replays_them(
     shown = cli("deliveries", "show", "--db", str(db_path(tmp_path)), str(first))
     assert "status: delivered" in shown.stdout
     assert "parked -> pending: operator replay" in shown.stdout
+    status = cli("status", "--db", str(db_path(tmp_path)))
+    assert "deliveries:\n  upstream (upstream) active: pending=0 delivered=12 parked=0, " \
+        "last delivery " in status.stdout, status.stdout + status.stderr
     again = cli("deliveries", "replay", "--db", str(db_path(tmp_path)), str(first))
     assert again.returncode == 0 and "delivered -> pending" in again.stdout
     nothing = cli("deliveries", "replay", "--db", str(db_path(tmp_path)))
