@@ -79,6 +79,7 @@ ALERT_PREFIX = "reconciliation."
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
 ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 CLOCK_SYSVAR = Pubkey.from_string("SysvarC1ock11111111111111111111111111111111")
+RETRY_S = 900.0                    # a run the chain or the disk let fail is tried again
 IN_FLIGHT = transitions.IN_FLIGHT
 FINALIZED = ("finalized",)
 SIGNATURE_PAGE = 1000
@@ -857,16 +858,24 @@ def schedule(sched: AsyncIOScheduler, config: GridnodeConfig, store: Store) -> N
     rc = config.reconciliation
     zone = ZoneInfo(config.node.timezone)
 
+    one_at_a_time = asyncio.Lock()     # the start job and the daily one never overlap
+
+    def again(trigger: str, exc: Exception) -> None:
+        """The chain was away or the disk full: the day stays due; try again in RETRY_S."""
+        log.warning("reconciliation did not complete; trying again", trigger=trigger,
+                    error=str(exc), retry_s=RETRY_S)
+        sched.add_job(job, "date", run_date=datetime.datetime.now(datetime.UTC)
+                      + datetime.timedelta(seconds=RETRY_S), args=["retry"],
+                      id="reconciliation-retry", replace_existing=True, misfire_grace_time=None)
+
     async def job(trigger: str) -> None:
+        from gridnode.chain.rpc import RpcRejected, RpcUnavailable
+
         try:
-            await catch_up(config, store, trigger)
-        except (StoreError, OSError, RuntimeError) as exc:   # chain away, disk full: next time
-            log.warning("reconciliation did not complete", trigger=trigger, error=str(exc))
-        except Exception as exc:
-            from gridnode.chain.rpc import RpcRejected, RpcUnavailable
-            if not isinstance(exc, RpcUnavailable | RpcRejected):
-                raise
-            log.warning("reconciliation did not complete", trigger=trigger, error=str(exc))
+            async with one_at_a_time:          # the second asks the store again: no day twice
+                await catch_up(config, store, trigger)
+        except (StoreError, OSError, RuntimeError, RpcUnavailable, RpcRejected) as exc:
+            again(trigger, exc)
 
     at = rc.at_time
     sched.add_job(job, "cron", hour=at.hour, minute=at.minute, timezone=zone,

@@ -358,6 +358,15 @@ async def test_the_daemon_schedules_it_in_the_node_zone(tmp_path: Path) -> None:
         assert {f.name: str(f) for f in cron.trigger.fields}["minute"] == "15"
         assert (cron.misfire_grace_time, cron.coalesce, cron.max_instances) == (7200, True, 1)
         assert "reconciliation-start" in jobs
+        # the chain is away: the day is recorded as failed, stays due, and is tried again soon
+        sched = _scheduler(config, store)
+        await sched.get_job("reconciliation-start").func("catch_up")
+        yesterday = datetime.datetime.now(ZoneInfo(ZONE)).date() - datetime.timedelta(days=1)
+        run = await stored.get(store, yesterday)
+        assert run is not None and run.status == "failed" and "RpcUnavailable" in (run.error or "")
+        assert await stored.last_completed_day(store) is None
+        retry = sched.get_job("reconciliation-retry")
+        assert retry is not None and retry.args == ("retry",)
         off = config.model_copy(update={"reconciliation": ReconciliationConfig(enabled=False)})
         assert "reconciliation" not in {j.id for j in _scheduler(off, store).get_jobs()}
     finally:
