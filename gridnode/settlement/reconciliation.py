@@ -80,6 +80,7 @@ TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 CLOCK_SYSVAR = Pubkey.from_string("SysvarC1ock11111111111111111111111111111111")
 RETRY_S = 900.0                    # a run the chain or the disk let fail is tried again
+CHECK_EVERY_S = 3600.0             # how often the store is asked whether a day is overdue
 IN_FLIGHT = transitions.IN_FLIGHT
 FINALIZED = ("finalized",)
 SIGNATURE_PAGE = 1000
@@ -884,6 +885,11 @@ def schedule(sched: AsyncIOScheduler, config: GridnodeConfig, store: Store) -> N
     first = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=rc.start_delay_s)
     sched.add_job(job, "date", run_date=first, args=["catch_up"], id="reconciliation-start",
                   replace_existing=True, misfire_grace_time=None)
+    # A safety net for a daily run the scheduler dropped (later than the misfire grace after a
+    # clock step or a stalled loop): asking the store what is due costs one query.
+    sched.add_job(job, "interval", seconds=CHECK_EVERY_S, args=["check"],
+                  id="reconciliation-check", replace_existing=True, misfire_grace_time=None,
+                  next_run_time=first + datetime.timedelta(seconds=CHECK_EVERY_S))
 
 
 # -- gridnode reconcile ------------------------------------------------------------------------

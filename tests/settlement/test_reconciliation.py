@@ -357,7 +357,7 @@ async def test_the_daemon_schedules_it_in_the_node_zone(tmp_path: Path) -> None:
         assert {f.name: str(f) for f in cron.trigger.fields}["hour"] == "3"
         assert {f.name: str(f) for f in cron.trigger.fields}["minute"] == "15"
         assert (cron.misfire_grace_time, cron.coalesce, cron.max_instances) == (7200, True, 1)
-        assert "reconciliation-start" in jobs
+        assert "reconciliation-start" in jobs and "reconciliation-check" in jobs
         # the chain is away: the day is recorded as failed, stays due, and is tried again soon
         sched = _scheduler(config, store)
         await sched.get_job("reconciliation-start").func("catch_up")
