@@ -45,7 +45,11 @@ log = get_logger(__name__)
 
 CURSOR = "finalized_ops"
 BATCH = 200
-CHAIN_CLOCK_SLACK_S = 1.0        # the chain's clock may trail ours: clear a moment after the end
+CHAIN_CLOCK_SLACK_S = 2.0        # the chain's clock may trail ours: clear a moment after the end
+# Trade records of local sellers are scanned for matches made elsewhere this often (each scan
+# reads all of them): rarely where the node clears (its own matches' events come at once).
+SCAN_CLEARING_S = 600.0
+SCAN_OTHERWISE_S = 60.0
 
 
 def resolve_users(config: GridnodeConfig) -> tuple[Users, list[ConfigIssue]]:
@@ -95,7 +99,8 @@ class MarketSubsystem:
         self.settler = Settler(store, users, self.mint, str(pipeline.signers.gateway.pubkey()),
                                config.settlement_attempts, config.settlement_retry_s,
                                self.compensation.default)
-        self.scan_every_s = max(30.0, config.poll_interval_s * 6)
+        self.scan_every_s = max(SCAN_CLEARING_S if clears else SCAN_OTHERWISE_S,
+                                config.poll_interval_s)
         self._scanned_at = -1e18
         self._started = time.monotonic()
         self._progress = self._started
