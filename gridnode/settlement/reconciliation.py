@@ -367,9 +367,10 @@ class Reconciler:
             await stored_alerts.change(tx, name, True, value=None if diff is None else float(diff),
                                        threshold=0.0, detail=d.text(), at_ms=at)
             log.warning("alert raised", alert=name, detail=d.text())
-        covered = [f"{ALERT_PREFIX}{k}." for k in CUMULATIVE_KINDS if k in report.checks] + [
+        ran = {k for k, what in report.checks.items() if not what.startswith("skipped")}
+        covered = [f"{ALERT_PREFIX}{k}." for k in CUMULATIVE_KINDS if k in ran] + [
             f"{ALERT_PREFIX}{k}.{report.day.isoformat()}." for k in DAILY_KINDS
-            if _check_of(k) in report.checks]
+            if _check_of(k) in ran]
         for name, a in current.items():
             if a.raised and name not in found and any(name.startswith(p) for p in covered):
                 await stored_alerts.change(tx, name, False, value=0.0, threshold=0.0,
@@ -402,8 +403,7 @@ class Reconciler:
             meters.setdefault(configured, None)
         for sent in await stored.reading_meter_ids(self.store):
             meters.setdefault(sent, None)
-        market = getattr(self.config, "market", None)
-        for u in getattr(market, "users", None) or []:
+        for u in self.config.market.users if self.config.market is not None else []:
             for m in u.meters:
                 meters.setdefault(str(m), None)
         return dict(sorted(meters.items()))
@@ -414,13 +414,14 @@ class Reconciler:
         from gridnode.keys import load_keypair
 
         users: dict[str, str] = {}
-        market = getattr(self.config, "market", None)
-        for u in getattr(market, "users", None) or []:
+        for u in self.config.market.users if self.config.market is not None else []:
             if u.pubkey is not None:
                 users[str(u.pubkey)] = u.name
                 self.delegates[str(u.pubkey)] = list(u.meters)
                 continue
             path = u.keypair_file()
+            if path is None:
+                continue
             try:
                 users[str(load_keypair(path).pubkey())] = u.name
             except Exception as exc:        # the pipeline reports it; reconcile the others
