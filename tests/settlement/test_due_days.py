@@ -119,3 +119,17 @@ def test_day_windows_follow_daylight_saving_time() -> None:
     assert end - start == 25 * 3600
     start, end = day_window(D(2026, 12, 7), ZONE)
     assert (end - start, start) == (86400, int(t("2026-12-07", "00:00").timestamp()))
+
+
+def test_work_in_flight_widens_what_the_chain_may_hold() -> None:
+    from gridnode.settlement.reconciliation import _Range
+
+    r = _Range()
+    r.add(1000, False)            # finalized: the chain must hold it
+    r.add(300, True)              # in flight: it may have landed or not
+    r.add(-200, True)             # an outgoing transfer in flight
+    b = r.bounds()
+    assert (b.low, b.high) == (800, 1300)
+    assert b.holds(800) and b.holds(1300) and not b.holds(799) and not b.holds(1301)
+    r.unknown_up()                # a mint in flight: its amount is known only once it lands
+    assert r.bounds().holds(10**18) and not r.bounds().holds(799)
