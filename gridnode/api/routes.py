@@ -3,7 +3,17 @@ generated from them (so a route cannot be served without being documented)."""
 
 from __future__ import annotations
 
-from gridnode.api import alerts, dashboard, metrics, node, openapi, transactions, webhooks, ws
+from gridnode.api import (
+    alerts,
+    dashboard,
+    deliveries,
+    metrics,
+    node,
+    openapi,
+    transactions,
+    webhooks,
+    ws,
+)
 from gridnode.api.auth import Role
 from gridnode.api.models import (
     AlertList,
@@ -100,4 +110,10 @@ ROUTES: list[Route] = [
           response=webhooks.WebhookList, errors=AUTH),
     Route("DELETE", f"/api/v1/webhooks/{OP}", webhooks.remove_webhook, "Remove a webhook",
           OPERATOR, ok=204, errors=(*AUTH, 404), media_type=""),
+    Route("GET", "/api/v1/deliveries", deliveries.list_deliveries, "List deliveries", OPERATOR,
+          query=deliveries.DeliveriesQuery, response=deliveries.DeliveryList,
+          errors=(*AUTH, 422)),
+    Route("POST", f"/api/v1/deliveries/{OP}/replay", deliveries.replay, "Replay a delivery",
+          OPERATOR, response=deliveries.ReplayResult, writes=True,
+          errors=(*AUTH, 400, 404, 409, 422)),
 ]
