@@ -41,6 +41,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--destination", help="replay every parked item of this destination")
     p.add_argument("--reason", help="note recorded in the audit log")
     p.set_defaults(fn=cmd_replay)
+    p = with_config(dl.add_parser("remove", help="delete a destination that is no longer "
+                                  "configured, with its items (they stop holding events and "
+                                  "raw readings back)"), db=True)
+    p.add_argument("name")
+    p.add_argument("--reason", help="note recorded in the audit log")
+    p.set_defaults(fn=cmd_remove)
     p = dl.add_parser("secret", help="write a new whsec_ signing secret for [upstream] (mode "
                       "0600, never overwrites; append a second one to rotate)")
     p.add_argument("path")
@@ -179,3 +185,20 @@ def cmd_secret(args: argparse.Namespace) -> int:
     _out(f"wrote {path} (mode 0600); set [upstream] secret_file = \"{path}\" and give the "
          "platform the same secret")
     return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from gridnode.cli import UsageError, _out
+
+    async def go(store: Store) -> int:
+        async with store.write() as tx:
+            counts = (await stored.status_counts(tx)).get(args.name, {})
+            if not await stored.remove_destination(tx, args.name, args.reason):
+                raise UsageError(f"no delivery destination {args.name!r}")
+        _out(f"destination {args.name} removed with its items "
+             + (" ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "(none)")
+             + "; if it is still configured, the node's next start makes it again from the "
+             "log's beginning")
+        return 0
+
+    return _run(args, go)

@@ -146,10 +146,16 @@ async def set_config(tx: WriteTx, name: str, config: Mapping[str, Any] | None) -
                      "WHERE name = ?", (None if config is None else dumps(config), now_ms(), name))
 
 
-async def remove_destination(tx: WriteTx, name: str) -> bool:
-    """Delete a destination and its items (a removed webhook); False when it did not exist."""
-    res = await tx.execute("DELETE FROM delivery_destinations WHERE name = ?", (name,))
-    return res.rowcount > 0
+async def remove_destination(tx: WriteTx, name: str, note: str | None = None) -> bool:
+    """Delete a destination and its items (a removed webhook, an upstream no longer
+    configured), audited; False when it did not exist."""
+    row = await destination(tx, name)
+    if row is None:
+        return False
+    await tx.execute("DELETE FROM delivery_destinations WHERE name = ?", (name,))
+    await _audit(tx, "delivery_destination", row.id, row.status, "removed", "removed",
+                 {"name": name, "note": note} if note else {"name": name}, now_ms())
+    return True
 
 
 async def destination(db: _Reads, name: str) -> DestinationRow | None:
