@@ -307,7 +307,7 @@ class DeliveryEngine:
             return captured
         batch = await stored.due(self.store, dest.name, now, policy.batch_size)
         if not batch:
-            r.wait_until_ms = await stored.next_item_attempt_ms(self.store, dest.name)
+            r.wait_until_ms = await stored.next_item_attempt_ms(self.store, dest.name, now)
             return captured
         r.wait_until_ms = None
         outcomes = await self._send(r, batch)

@@ -266,12 +266,14 @@ async def due(db: _Reads, name: str, at_ms: int, limit: int) -> list[ItemRow]:
     return [_item(r) for r in rows]
 
 
-async def next_item_attempt_ms(db: _Reads, name: str) -> int | None:
-    """When the earliest waiting pending item becomes due (None: none waits)."""
+async def next_item_attempt_ms(db: _Reads, name: str, at_ms: int) -> int | None:
+    """The next time after `at_ms` at which a waiting pending item becomes due (None: none
+    waits). An item due already but held back by an earlier one of its order key becomes due
+    with that one, so only future times count."""
     row = await db.fetchone(
         "SELECT min(next_attempt_at_ms) AS t FROM delivery_items "
-        "WHERE destination = ? AND status = 'pending' AND next_attempt_at_ms IS NOT NULL",
-        (name,))
+        "WHERE destination = ? AND status = 'pending' AND next_attempt_at_ms > ?",
+        (name, at_ms))
     return None if row is None or row["t"] is None else int(row["t"])
 
 
