@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from gridnode.config.base import Section
-from gridnode.types import Base58Pubkey, MeterId
+from gridnode.types import Base58Pubkey, CertificateId, MeterId
 
 DEFAULT_CREDENTIALS_DIR = "/run/credentials/gridnode.service"
 EPOCH_MINUTES = (1, 5, 15, 30, 60)
@@ -48,6 +48,9 @@ class MarketUser(Section):
     policy: Literal["sell_surplus", "buy_deficit", "manual"] = "manual"
     min_price_per_kwh: int | None = Field(default=None, gt=0, le=U64_MAX)
     max_price_per_kwh: int | None = Field(default=None, gt=0, le=U64_MAX)
+    # The user's own validated certificate (governance ERC id), named on its sell orders when
+    # the node does not certify them itself.
+    erc_certificate: CertificateId | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> MarketUser:
@@ -99,6 +102,11 @@ class MarketConfig(Section):
     settlement_attempts: int = Field(default=3, ge=1, le=100)
     # Seconds between two settle_trade attempts of one settlement.
     settlement_retry_s: float = Field(default=30.0, ge=0, le=86400)
+    # Certificates for policy sells: "auto" issues and validates one per sold interval where the
+    # node holds chain.authority_keypair (the governance authority); "off" never does.
+    erc: Literal["auto", "off"] = "auto"
+    # A surplus below this is offered without a certificate (the governance minimum).
+    erc_min_wh: int = Field(default=100, ge=1)
     users: list[MarketUser] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -124,6 +132,9 @@ class MarketConfig(Section):
                 key = "credential" if u.credential is not None else "keypair"
                 out.append((f"market.users[{i}].{key}", path))
         return out
+
+    def certifies(self, holds_authority: bool) -> bool:
+        return self.enabled and self.erc == "auto" and holds_authority
 
     def clears_market(self, holds_authority: bool) -> bool:
         return self.enabled and (self.clears == "always"
@@ -152,6 +163,11 @@ def market_summary(market: MarketConfig | None, registry_readings: bool,
                  f" at <= {u.max_price_per_kwh}/kWh" if u.policy == "buy_deficit" else "")
         meters = ", ".join(u.meters) or "no meters"
         lines.append(f"  user {u.name} {how}; policy {u.policy}{price}; meters {meters}")
+    if any(u.holds_key and u.policy == "sell_surplus" for u in market.users):
+        lines.append("  certificates: " + (
+            f"issued and validated for each policy sell of at least {market.erc_min_wh} Wh "
+            "(holds chain.authority_keypair)" if market.certifies(holds_authority) else
+            "the users' own erc_certificate where given, else none"))
     if any(u.holds_key and u.meters for u in market.users):
         lines.append("  minting: " + (
             "grid_minting after each finalized interval with net generation "

@@ -24,10 +24,30 @@ class PlannedOrder:
 
 
 def order_operation(owner: str, side: str, energy_wh: int, price_per_kwh: int,
-                    key: str) -> NewOperation:
+                    key: str, erc_certificate: str | None = None) -> NewOperation:
     return new_operation(OrderCreationPayload(owner=owner, side=side,  # type: ignore[arg-type]
                                               energy_amount=energy_wh,
-                                              price_per_kwh=price_per_kwh), key)
+                                              price_per_kwh=price_per_kwh,
+                                              erc_certificate=erc_certificate), key)
+
+
+def plan_of(planned: PlannedOrder) -> dict[str, Any]:
+    """The order as data, to be placed later (after its certificate): JSON-ready."""
+    o = planned.order
+    return {"user_name": o.user_name, "owner": o.owner, "side": o.side,
+            "energy_wh": o.energy_wh, "price_per_kwh": o.price_per_kwh, "source": o.source,
+            "meter_id": o.meter_id, "interval_end": o.interval_end,
+            "key": planned.operation.idempotency_key}
+
+
+def from_plan(plan: dict[str, Any], epoch: int, erc_certificate: str | None) -> PlannedOrder:
+    """The planned order, now, naming the certificate address (None: without one)."""
+    order = NewOrder(str(plan["user_name"]), str(plan["owner"]), str(plan["side"]),
+                     int(plan["energy_wh"]), int(plan["price_per_kwh"]), epoch,
+                     str(plan["source"]), plan.get("meter_id"), plan.get("interval_end"))
+    return PlannedOrder(order, order_operation(order.owner, order.side, order.energy_wh,
+                                               order.price_per_kwh, str(plan["key"]),
+                                               erc_certificate))
 
 
 def policy_orders(user: User, reading: dict[str, Any], epoch: int) -> list[PlannedOrder]:

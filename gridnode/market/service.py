@@ -30,9 +30,16 @@ from gridnode.config import ConfigError, ConfigIssue, GridnodeConfig
 from gridnode.config.market import MarketConfig
 from gridnode.keys import load_configured_keypairs
 from gridnode.log import get_logger
-from gridnode.market import clearing
+from gridnode.market import clearing, erc
 from gridnode.market.minting import mint_operation, net_generation
-from gridnode.market.orders import PlannedOrder, cancel_operation, manual_order, policy_orders
+from gridnode.market.orders import (
+    PlannedOrder,
+    cancel_operation,
+    from_plan,
+    manual_order,
+    plan_of,
+    policy_orders,
+)
 from gridnode.market.report import epoch_line
 from gridnode.market.users import User, Users, grid_mint, token_account
 from gridnode.outbox.pipeline import Pipeline
@@ -44,6 +51,7 @@ from gridnode.store.db import WriteTx
 log = get_logger(__name__)
 
 CURSOR = "finalized_ops"
+FOLLOWED = ("meter_reading", "match_orders", "erc_issuance", "erc_validation")
 BATCH = 200
 CHAIN_CLOCK_SLACK_S = 2.0        # the chain's clock may trail ours: clear a moment after the end
 # Trade records of local sellers are scanned for matches made elsewhere this often (each scan
@@ -83,14 +91,16 @@ class MarketSubsystem:
     name = "market"
 
     def __init__(self, store: Store, config: MarketConfig, pipeline: Pipeline, users: Users, *,
-                 clears: bool, minting: bool, epoch_s: int | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clears: bool, minting: bool, certifies: bool = False,
+                 epoch_s: int | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.config = config
         self.pipeline = pipeline
         self.users = users
         self.clears = clears
         self.minting = minting
+        self.certifies = certifies
+        self.governance = pipeline.idls["governance"].program_id
         self.epoch_s = epoch_s or config.epoch_minutes * 60
         self.clock = clock
         self.mint = grid_mint(pipeline.idls)
@@ -130,7 +140,8 @@ class MarketSubsystem:
         if issues:
             raise ConfigError(issues)
         return cls(store, mc, pipeline, users, clears=mc.clears_market(holds_authority),
-                   minting=config.chain.registry_readings)
+                   minting=config.chain.registry_readings,
+                   certifies=mc.certifies(holds_authority))
 
     def progress(self) -> float:
         return self._progress
@@ -159,6 +170,8 @@ class MarketSubsystem:
         async with self.store.write() as tx:
             await market.resolve_addresses(tx, self.epoch_s)
         await self.consume_finalized()
+        if self.certifies:
+            await self.uncertified()
         if self.clears:
             await self.clear()
         await self.close_remainders()
@@ -191,16 +204,17 @@ class MarketSubsystem:
             return 0
         done = 0
         while True:
-            batch = await market.finalized_since(self.store, after,
-                                                 ("meter_reading", "match_orders"), BATCH)
+            batch = await market.finalized_since(self.store, after, FOLLOWED, BATCH)
             if not batch:
                 return done
             async with self.store.write() as tx:
                 for f in batch:
                     if f.operation.tx_type == "meter_reading":
                         await self._reading_finalized(tx, f.operation)
-                    else:
+                    elif f.operation.tx_type == "match_orders":
                         await self._match_finalized(tx, f.operation)
+                    else:
+                        await self._certificate_step(tx, f.operation)
                 after = batch[-1].event_id
                 await market.set_cursor(tx, CURSOR, after)
             done += len(batch)
@@ -230,7 +244,44 @@ class MarketSubsystem:
         if now - end > self.epoch_s:          # a back-filled interval: too late to trade
             return
         for planned in policy_orders(user, reading, clearing.epoch_of(now, self.epoch_s)):
+            if planned.order.side == "sell" and self.certifies \
+                    and planned.order.energy_wh >= self.config.erc_min_wh:
+                await operations.add(tx, erc.issuance(
+                    planned.order.meter_id or "", int(reading["interval_start"]), end,
+                    planned.order.energy_wh, plan_of(planned)))
+                continue
+            if planned.order.side == "sell" and not self.certifies and user.erc_certificate:
+                planned = from_plan(plan_of(planned), planned.order.epoch,
+                                    erc.certificate_address(self.governance,
+                                                            user.erc_certificate))
             await market.add_order(tx, planned.order, planned.operation)
+
+    async def _certificate_step(self, tx: WriteTx, op: operations.Operation) -> None:
+        """A policy sell's certificate was issued (-> validate it) or validated (-> the order)."""
+        plan = op.payload.get(erc.PLAN)
+        if not isinstance(plan, dict):
+            return                  # a certificate not made for an order
+        cid = str(op.payload["certificate_id"])
+        if op.tx_type == "erc_issuance":
+            await operations.add(tx, erc.validation(cid, plan))
+            return
+        planned = from_plan(plan, clearing.epoch_of(self.clock(), self.epoch_s),
+                            erc.certificate_address(self.governance, cid))
+        await market.add_order(tx, planned.order, planned.operation)
+
+    async def uncertified(self) -> int:
+        """Orders whose certificate could not be made, placed without one."""
+        dead = await market.erc_dead_ends(self.store)
+        if not dead:
+            return 0
+        epoch = clearing.epoch_of(self.clock(), self.epoch_s)
+        async with self.store.write() as tx:
+            for op in dead:
+                planned = from_plan(op.payload[erc.PLAN], epoch, None)
+                await market.add_order(tx, planned.order, planned.operation)
+        log.warning("orders placed without a certificate", orders=len(dead),
+                    error=dead[0].last_error)
+        return len(dead)
 
     async def _match_finalized(self, tx: WriteTx, op: operations.Operation) -> None:
         epoch = int(op.payload.get("epoch", 0)) or None

@@ -23,11 +23,12 @@ class User:
     policy: str
     min_price_per_kwh: int | None
     max_price_per_kwh: int | None
+    erc_certificate: str | None = None     # the user's own certificate id
 
     @classmethod
     def of(cls, cfg: MarketUser, pubkey: str) -> User:
         return cls(cfg.name, pubkey, cfg.holds_key, tuple(cfg.meters), cfg.policy,
-                   cfg.min_price_per_kwh, cfg.max_price_per_kwh)
+                   cfg.min_price_per_kwh, cfg.max_price_per_kwh, cfg.erc_certificate)
 
 
 def grid_mint(idls: dict[str, Any]) -> Pubkey:

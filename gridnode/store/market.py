@@ -260,3 +260,16 @@ async def epochs_since(db: Reader, after_epoch: int) -> list[EpochRow]:
         "WHERE epoch > ? ORDER BY epoch", (after_epoch,))
     return [EpochRow(int(r["epoch"]), int(r["orders"]), int(r["matches"]), int(r["energy_wh"]),
                      int(r["cleared_at_ms"])) for r in rows]
+
+
+async def erc_dead_ends(db: Reader, limit: int = 100) -> list[operations.Operation]:
+    """Certificate operations that ended failed or parked while carrying an order plan whose
+    order does not exist yet (it is then placed without a certificate)."""
+    cols = ", ".join(f"o.{f.name}" for f in fields(operations.Operation))
+    rows = await db.fetchall(
+        f"SELECT {cols} FROM operations o WHERE o.tx_type IN ('erc_issuance', 'erc_validation') "
+        "AND o.status IN ('failed', 'parked') "
+        "AND json_extract(o.payload, '$.order_plan.key') IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM operations p WHERE p.idempotency_key = "
+        "json_extract(o.payload, '$.order_plan.key')) ORDER BY o.id LIMIT ?", (limit,))
+    return [operations._operation(r) for r in rows]

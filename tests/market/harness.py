@@ -55,9 +55,9 @@ class Node:
     config: MarketConfig
     epoch_s: int
 
-    def market(self) -> MarketSubsystem:
+    def market(self, certifies: bool = False) -> MarketSubsystem:
         return MarketSubsystem(self.store, self.config, self.pipeline, self.users, clears=True,
-                               minting=True, epoch_s=self.epoch_s)
+                               minting=True, certifies=certifies, epoch_s=self.epoch_s)
 
     def token_account(self, user: int) -> str:
         return token_account(self.keys[user].pubkey(), grid_mint(self.pipeline.idls))

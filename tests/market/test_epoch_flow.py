@@ -27,7 +27,7 @@ READINGS = [(1000, 200), (700, 100), (0, 500), (50, 1050)]
 
 async def test_one_epoch_two_sellers_two_buyers(tmp_path: Path) -> None:
     async with market_node(tmp_path, POLICIES, epoch_s=15) as node:
-        sub = node.market()
+        sub = node.market(certifies=True)       # the node holds the governance authority
         async with running(sub):
             await wait_epoch_start(node.epoch_s)
             end = int(time.time())
@@ -58,6 +58,18 @@ async def test_one_epoch_two_sellers_two_buyers(tmp_path: Path) -> None:
             line = sub.epoch_lines[-1]
             assert "2 sell / 2 buy orders, 3 matches, 1.400 kWh at 0.000 avg, 3 settled" in line
 
+        # Each sell order names the certificate issued and validated for its interval's surplus.
+        issued = {json.loads(r["data"])["certificate_id"]: json.loads(r["data"])["energy_amount"]
+                  for r in await node.store.fetchall(
+                      "SELECT data FROM chain_events WHERE name = 'ErcIssued'")}
+        assert issued == {f"{end}-m0": 800, f"{end}-m1": 600}
+        validated = await node.store.fetchall(
+            "SELECT data FROM chain_events WHERE name = 'ErcValidatedForTrading'")
+        assert len(validated) == 2
+        sells = await node.store.fetchall(
+            "SELECT payload FROM operations WHERE tx_type = 'order_creation' "
+            "AND json_extract(payload, '$.side') = 'sell'")
+        assert all(json.loads(r["payload"])["erc_certificate"] for r in sells) and len(sells) == 2
         # Hand-computed: bids 150 (500 Wh), 130 (1000 Wh); asks 100 (800 Wh), 120 (600 Wh).
         fee_bps = await node.fee_bps()
         u = [str(k.pubkey()) for k in node.keys]
@@ -84,7 +96,7 @@ async def test_one_epoch_two_sellers_two_buyers(tmp_path: Path) -> None:
         # Restart the subsystem: nothing is matched, minted or settled again.
         before = await node.store.fetchall("SELECT tx_type, count(*) AS n FROM operations "
                                            "GROUP BY tx_type ORDER BY tx_type")
-        again = node.market()
+        again = node.market(certifies=True)
         async with running(again):
             await asyncio.sleep(node.epoch_s + 3)      # through an epoch end, too
             await wait_for(lambda: _rounds(again), 10, "rounds of the restarted market")
