@@ -56,6 +56,9 @@ BATCH = 200
 CHAIN_CLOCK_SLACK_S = 2.0        # the chain's clock may trail ours: clear a moment after the end
 # Trade records of local sellers are scanned for matches made elsewhere this often (each scan
 # reads all of them): rarely where the node clears (its own matches' events come at once).
+# An interval finalized this long after its end (a back-fill after an outage) is minted, but not
+# traded any more (nor later than two epochs).
+STALE_AFTER_S = 300.0
 SCAN_CLEARING_S = 600.0
 SCAN_OTHERWISE_S = 60.0
 
@@ -167,8 +170,9 @@ class MarketSubsystem:
 
     async def round(self) -> None:
         """One pass over every step (see the module docstring)."""
-        async with self.store.write() as tx:
-            await market.resolve_addresses(tx, self.epoch_s)
+        if await market.unresolved(self.store):      # a write only when there is news
+            async with self.store.write() as tx:
+                await market.resolve_addresses(tx, self.epoch_s)
         await self.consume_finalized()
         if self.certifies:
             await self.uncertified()
@@ -241,7 +245,7 @@ class MarketSubsystem:
                 str(reading["meter_id"]), user.pubkey, token_account(user.pubkey, self.mint),
                 end))
         now = self.clock()
-        if now - end > self.epoch_s:          # a back-filled interval: too late to trade
+        if now - end > max(2 * self.epoch_s, STALE_AFTER_S):   # back-filled: too late to trade
             return
         for planned in policy_orders(user, reading, clearing.epoch_of(now, self.epoch_s)):
             if planned.order.side == "sell" and self.certifies \

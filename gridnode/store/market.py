@@ -127,6 +127,15 @@ async def add_order(tx: WriteTx, order: NewOrder, op: NewOperation) -> tuple[int
     return res.lastrowid, created
 
 
+async def unresolved(db: Reader) -> bool:
+    """Whether an order's creation event is there and its address not yet taken from it."""
+    r = await db.fetchone(
+        "SELECT 1 FROM market_orders m JOIN chain_events c ON c.operation_id = m.operation_id "
+        f"WHERE m.order_address IS NULL AND c.name IN ({','.join('?' * len(ORDER_EVENTS))}) "
+        "LIMIT 1", list(ORDER_EVENTS))
+    return r is not None
+
+
 async def resolve_addresses(tx: WriteTx, epoch_s: int) -> int:
     """Give each order whose creation is finalized its address, and its epoch from the chain's
     timestamp of the creation (the epoch it really trades in); returns how many were set."""

@@ -55,7 +55,7 @@ async def test_sigkills_through_an_epoch(tmp_path: Path) -> None:
             end = int(time.time())
             for i, (p, c) in enumerate(READINGS):
                 await add_reading(store, f"m{i}", end, p, c)
-            deadline = time.monotonic() + 240
+            deadline = time.monotonic() + 360
 
             async def settled() -> bool:
                 rows = await settlements.all_rows(store)
