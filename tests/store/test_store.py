@@ -115,9 +115,9 @@ async def test_illegal_transition_is_refused_and_writes_nothing(tmp_path: Path) 
             async with store.write() as tx:
                 await tx.add_operation("meter_reading", {"x": 2}, "k2")
                 await tx.execute("UPDATE operations SET attempts = 7 WHERE id = ?", (op_id,))
-                await tx.set_status("operation", op_id, "finalized", reason="skipping ahead")
-        assert "pending -> finalized is not allowed" in str(err.value)
-        assert err.value.old == "pending" and err.value.new == "finalized"
+                await tx.set_status("operation", op_id, "confirmed", reason="skipping ahead")
+        assert "pending -> confirmed is not allowed" in str(err.value)
+        assert err.value.old == "pending" and err.value.new == "confirmed"
 
         assert [tuple(r) for r in await store.fetchall("SELECT * FROM operations")] == before_ops
         assert [tuple(r) for r in await store.fetchall("SELECT * FROM audit_log")] == before_audit
