@@ -12,7 +12,7 @@ readings travel as batched oracle transactions to finality. A status line shows 
 closed interval gets a line of its own once its readings are final.
 
 The market ([market] in config/demo.toml, the node holding the market authority): the PV meter
-(its simulated day at noon) and the two consumers (at their evening peak) are served by this
+(its simulated day at noon) and the two consumers (without PV) are served by this
 module's own child (`--market-meters`); the prosumer's surplus is minted as GRID and offered,
 the consumers' deficits are bid for, each 1-minute epoch is cleared and settled, and a line per
 epoch such as `epoch 22:15: 1 sell / 2 buy orders, 2 matches, 0.026 kWh at 0.145 avg,
@@ -325,7 +325,7 @@ async def show(run_dir: Path, procs: Processes, console: Console) -> int:
     await procs.start("market meters", py, "-m", "simulators.demo", "--market-meters",
                       str(pv_port), log=logs / "market-meters.log")
     say(f"  market meters: a PV meter on Modbus TCP 127.0.0.1:{pv_port} (its sun at noon), two "
-        "consumers publishing Tasmota telemetry over MQTT (their evening peak)")
+        "consumers without PV publishing Tasmota telemetry over MQTT")
 
     platform_port = free_port()
     await gridnode_cli("deliveries", "secret", str(run_dir / "upstream.secret"))
@@ -428,12 +428,12 @@ class MarketLines:
 
 async def market_meters(pv_port: int, mqtt_port: int = 1883) -> None:
     """The market's meters, whatever the time of day: a PV prosumer's meter (SDM120 on Modbus
-    TCP) whose day stands at noon, exporting, and two consumers (Tasmota over MQTT) in their
-    evening peak, importing. Only their clocks are shifted; the energy flows at real speed."""
+    TCP, which carries no time) whose simulated day stands at noon, exporting, and two consumers
+    without PV (Tasmota over MQTT), importing. The energy flows at real speed."""
     from gridnode.meters.profiles import load_profiles
     from gridnode.testing import AcceleratedClock
     from simulators.meters.modbus_server import ModbusTcpMeterServer
-    from simulators.meters.model import SimMeter
+    from simulators.meters.model import DayProfile, SimMeter
     from simulators.meters.mqtt_publisher import MqttMeterPublisher, PublishedMeter
 
     day = time.time() // 86400 * 86400
@@ -441,9 +441,11 @@ async def market_meters(pv_port: int, mqtt_port: int = 1883) -> None:
     server = ModbusTcpMeterServer([(pv, load_profiles()["sdm120"])], host="127.0.0.1",
                                   port=pv_port)
     await server.start()
-    evening = AcceleratedClock(start=day + 19 * 3600)
+    # Tasmota telemetry carries the meter's time: the consumers keep the real clock, without PV.
     pub = MqttMeterPublisher("127.0.0.1", mqtt_port, [
-        PublishedMeter(SimMeter(f"sim-{n}", clock=evening), "tasmota", f"tele/sim-{n}/SENSOR")
+        PublishedMeter(SimMeter(f"sim-{n}", day=DayProfile(pv_peak_w=0.0,
+                                                           base_load_w=600.0 + 300.0 * n)),
+                       "tasmota", f"tele/demo-flat-{n}/SENSOR")
         for n in (1, 2)])
     print(f"pv meter on modbus tcp 127.0.0.1:{pv_port}; 2 consumers on mqtt", flush=True)
     try:
