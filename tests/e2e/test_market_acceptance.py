@@ -86,13 +86,15 @@ NO_FAULTS = {"drop_tx_rate": 0.0, "send_error_rate": 0.0, "send_timeout_rate": 0
 
 @dataclass(slots=True)
 class Steady(DayProfile):
-    """A meter's net power around `watts`, varying by a quarter over a few minutes, so each
-    interval (and so each epoch's book) differs."""
+    """A meter's net power around `watts`, varying by 40 % over a few minutes with a phase of
+    its own, so each epoch's book differs: in some the sellers offer more than the buyers take
+    (a remainder is cancelled and the seller keeps its GRID), in others less."""
 
     watts: float = 0.0
+    phase: float = 0.0
 
     def net_w(self, t: float) -> float:
-        return self.watts * (1 + 0.25 * math.sin(t / 47))
+        return self.watts * (1 + 0.4 * math.sin(t / 47 + self.phase))
 
 
 def program_ids() -> dict[str, str]:
@@ -177,7 +179,7 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
                       "retry_base_s": 0.2, "retry_max_s": 2.0, "poll_s": 0.2, "timeout_s": 2})
         fleet = MeterFleet.from_config(load_config(config), publish_every_s=5)
         for i, (*_, watts) in enumerate(USERS):
-            fleet.meters[f"m{i}"].day = Steady(watts=watts)
+            fleet.meters[f"m{i}"].day = Steady(watts=watts, phase=1.7 * i)
         store = await Store.open(tmp_path / "node" / "gridnode.db")
         kills = 0
         faults: asyncio.Task[None] | None = None
@@ -196,7 +198,7 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
             last = first + EPOCHS * EPOCH_S     # the end of the last interval the meters feed
             faults = asyncio.create_task(cycle_faults(net, windows))
             while time.time() < last + 8 or kills < MIN_KILLS:
-                await asyncio.sleep(rng.uniform(1.0, 18.0))
+                await asyncio.sleep(rng.uniform(1.5, 20.0))
                 proc.send_signal(signal.SIGKILL)
                 assert await proc.wait() == -signal.SIGKILL, log.read_text()[-3000:]
                 kills += 1
@@ -245,17 +247,20 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
             await fleet.stop()
             await store.close()
         dropped = len(net.ledger.dropped) if net.ledger is not None else 0
+        failovers = sum(f"url={net.rpc_url}/ healthy=false" in line
+                        for line in log.read_text().splitlines())
     lost = figures.pop("unknown outcomes")
     took = time.monotonic() - began
     print(f"\nmarket acceptance: {took:.0f} s, {figures['epochs']} epochs with trades, "
           f"{figures['trades']} trades ({figures['energy_wh']} Wh), {figures['orders']} orders, "
           f"{figures['readings']} readings, {kills} SIGKILLs, fault windows "
           f"{dict(windows)}, {dropped} transactions dropped by the localnet, {lost} outcomes "
-          f"the node saw as unknown; balances {figures['balances']}")
+          f"the node saw as unknown, {failovers} failovers from the primary RPC; balances (Wh) "
+          f"{figures['balances']}")
     assert kills >= MIN_KILLS
     assert figures["epochs"] >= EPOCHS, figures
     assert all(windows[name] >= 1 for name, _ in FAULTS), windows
-    assert dropped > 0
+    assert dropped > 0 and failovers > 0
 
 
 async def judge(store: Store, chain: Chain, platform: PlatformSimulator, ids: dict[str, str],
