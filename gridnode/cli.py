@@ -408,14 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gridnode.api.tokens import add_commands as token_commands
     token_commands(sub, with_config)
-    from gridnode.settlement.reconciliation import add_commands as reconcile_commands
-    reconcile_commands(sub, with_config)
     from gridnode.market.cli import add_commands as market_commands
     market_commands(sub, with_config)
     from gridnode.deliveries.webhooks import add_commands as webhook_commands
     webhook_commands(sub, with_config)
     from gridnode.deliveries.cli import add_commands as delivery_commands
     delivery_commands(sub, with_config)
+    from gridnode.settlement.reconciliation import add_commands as reconcile_commands
+    reconcile_commands(sub, with_config)
 
     sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
     return parser

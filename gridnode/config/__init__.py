@@ -309,9 +309,9 @@ def summary(cfg: GridnodeConfig) -> list[str]:
                  else "home assistant: off ([publish.mqtt] enabled = true publishes the meters)")
     lines.append(f"disk guard: raw readings held back below {cfg.storage.min_free_mb:g} MiB free"
                  if cfg.storage.min_free_mb > 0 else "disk guard: off ([storage] min_free_mb)")
+    lines += market_summary(cfg.market, bool(cfg.chain and cfg.chain.registry_readings),
+                            bool(cfg.chain and cfg.chain.authority_keypair))
     if does_nothing(cfg):
         lines.insert(0, "does nothing: no meters and no [chain] are configured, so the node would "
                         "only keep its database open")
     return lines
-    lines += market_summary(cfg.market, bool(cfg.chain and cfg.chain.registry_readings),
-                            bool(cfg.chain and cfg.chain.authority_keypair))
