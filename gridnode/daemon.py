@@ -440,7 +440,7 @@ def _scheduler(config: GridnodeConfig, store: Store) -> AsyncIOScheduler:
                           seconds=min(RETENTION_FIRST_RUN_S, rc.every_s) + 5),
                       replace_existing=True)
     if config.reconciliation.enabled and config.chain is not None:
-        from gridnode.settlement import reconciliation     # daily, and what was missed at start
+        from gridnode.settlement import reconciliation  # daily, and what was missed at start
         reconciliation.schedule(sched, config, store)
     return sched
 
