@@ -142,6 +142,8 @@ async def resolve_addresses(tx: WriteTx, epoch_s: int) -> int:
     rows = await tx.fetchall(
         "SELECT m.id, c.data FROM market_orders m JOIN chain_events c "
         "ON c.operation_id = m.operation_id "
+        # The same transaction may carry gateway placeholder orders: the owner's is the one.
+        "AND m.owner = coalesce(json_extract(c.data, '$.seller'), json_extract(c.data, '$.buyer')) "
         f"WHERE m.order_address IS NULL AND c.name IN ({','.join('?' * len(ORDER_EVENTS))})",
         list(ORDER_EVENTS))
     for r in rows:
