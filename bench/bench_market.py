@@ -1,7 +1,8 @@
 """Market benchmark: price-time matching speed, reading the open orders from a localnet, and what a
 trade costs on chain.
 
-    .venv/bin/python bench/bench_market.py [--sizes 100,1000] [--trades 3]
+    .venv/bin/python bench/bench_market.py [--sizes 100,1000] [--trades 3] [--users 4,20]
+        [--epochs 2]
 
 1. Matching (gridnode.market.matching.match, pure): open orders per second for books of each
    size (half bids, half asks, overlapping prices, random amounts and times).
@@ -15,12 +16,19 @@ trade costs on chain.
    operations they carry, and the CU of creating a buyer's GRID account on its first settlement
    (once per account) is shown on its own line. Rent locked in the accounts a trade creates is listed apart (it is
    a deposit, not a fee). grid_minting is shown too (it makes the GRID that is sold).
+4. Epoch end -> all of its trades settled: gridnode's market subsystem holding the market
+   authority (tests.market.harness: pipeline + market on one store, localnet over HTTP) with N
+   users half selling, half buying by policy, readings given early in each 15 s epoch. Per
+   epoch, from its end (Unix s): the market_clearing transaction landed (confirmed), every
+   match_orders finalized, every settlement settled (its settle_trade finalized, seen by the
+   settler). The node clears 2 s after the end (the chain's clock may trail).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import sys
@@ -29,6 +37,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -63,6 +72,15 @@ from tests.e2e.harness import (  # noqa: E402
     running,
     wait_for,
 )
+from tests.market import harness as market_harness  # noqa: E402
+from tests.market.harness import (  # noqa: E402
+    Node,
+    add_reading,
+    market_node,
+    wait_epoch_start,
+)
+from tests.market.harness import running as market_running  # noqa: E402
+from tests.market.test_epoch_flow import POLICIES, READINGS  # noqa: E402
 from tests.net import pick_free_port  # noqa: E402
 
 ORDER_SPACE = 114
@@ -256,6 +274,82 @@ async def bench_trade_cost(trades: int, tmp: Path) -> None:
               f"{deposit:,} lamports (+{rent['token account']:,} once per new buyer account)")
 
 
+@contextlib.asynccontextmanager
+async def node_with_users(tmp: Path, policies: list[dict[str, Any]], epoch_s: int) -> Any:
+    """tests.market.harness.market_node with one funded wallet per policy (it asks its localnet
+    for four): the Localnet it starts is given that many users."""
+    def localnet(**kw: Any) -> Localnet:
+        return Localnet(**{**kw, "users": len(policies)})
+    with mock.patch.object(market_harness, "Localnet", localnet):
+        async with market_node(tmp, policies, epoch_s=epoch_s) as node:
+            yield node
+
+
+async def epoch_latency(node: Node, epoch: int) -> tuple[int, float, float, float]:
+    """(trades, s from the epoch's end to: clearing landed, matches finalized, all settled)."""
+    clearing = await node.store.fetchone(
+        "SELECT COALESCE(confirmed_at_ms, finalized_at_ms) AS t FROM operations "
+        "WHERE tx_type = 'market_clearing' AND json_extract(payload, '$.epoch') = ?", (epoch,))
+    matched = await node.store.fetchone(
+        "SELECT max(finalized_at_ms) AS t FROM operations WHERE tx_type = 'match_orders' "
+        "AND json_extract(payload, '$.epoch') = ?", (epoch,))
+    settled = await node.store.fetchone(
+        "SELECT count(*) AS n, max(settled_at_ms) AS t FROM settlements WHERE epoch = ?",
+        (epoch,))
+    assert clearing is not None and matched is not None and settled is not None
+    return (int(settled["n"]), clearing["t"] / 1000 - epoch, matched["t"] / 1000 - epoch,
+            settled["t"] / 1000 - epoch)
+
+
+async def bench_settle_latency(user_counts: list[int], epochs: int, tmp: Path,
+                               epoch_s: int = 15) -> None:
+    print(f"4. epoch end -> trades settled (market subsystem with the authority, localnet over "
+          f"HTTP, {epoch_s} s epochs, clearing 2 s after the end)")
+    print(f"   {'users':>5} {'epochs':>6} {'trades/epoch':>12}   {'clearing landed':>17} "
+          f"{'matches finalized':>19} {'all settled':>15}   (s after the end, p50 / max)")
+    for n in user_counts:
+        policies = [POLICIES[i % len(POLICIES)] for i in range(n)]
+        readings = [READINGS[i % len(READINGS)] for i in range(n)]
+        got: list[tuple[int, float, float, float]] = []
+        async with node_with_users(tmp / f"settle{n}", policies, epoch_s) as node:
+            async with market_running(node.market()):
+                for _ in range(epochs):
+                    await wait_epoch_start(node.epoch_s)
+                    end = int(time.time())
+                    for i, (p, c) in enumerate(readings):
+                        await add_reading(node.store, f"m{i}", end, p, c)
+
+                    async def placed(end: int = end, n: int = n) -> bool:
+                        row = await node.store.fetchone(
+                            "SELECT count(*) AS n FROM market_orders WHERE interval_end = ?",
+                            (end,))
+                        return int(row["n"]) == n
+                    await wait_for(placed, 30, f"{n} policy orders")
+                    row = await node.store.fetchone(
+                        "SELECT min(epoch) AS lo, max(epoch) AS hi FROM market_orders "
+                        "WHERE interval_end = ?", (end,))
+                    assert row["lo"] == row["hi"], "orders placed across an epoch boundary"
+                    epoch = int(row["hi"])
+
+                    async def settled(epoch: int = epoch) -> bool:
+                        cleared = await node.store.fetchone(
+                            "SELECT matches FROM market_epochs WHERE epoch = ?", (epoch,))
+                        if cleared is None:
+                            return False
+                        done = await node.store.fetchone(
+                            "SELECT count(*) AS n FROM settlements WHERE epoch = ? "
+                            "AND status = 'settled'", (epoch,))
+                        return int(done["n"]) == int(cleared["matches"]) > 0
+                    await wait_for(settled, 90, f"epoch {epoch} settled")
+                    got.append(await epoch_latency(node, epoch))
+        lo, hi = min(g[0] for g in got), max(g[0] for g in got)
+        trades = str(lo) if lo == hi else f"{lo}-{hi}"
+        cols = [" / ".join(f"{f(g[k] for g in got):5.1f}" for f in (statistics.median, max))
+                for k in (1, 2, 3)]
+        print(f"   {n:>5} {len(got):>6} {trades:>12}   {cols[0]:>17} "
+              f"{cols[1]:>19} {cols[2]:>15}")
+
+
 async def main(args: argparse.Namespace) -> None:
     sizes = [int(x) for x in args.sizes.split(",")]
     started = time.monotonic()
@@ -263,6 +357,8 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         await bench_reading(sizes, Path(tmp))
         await bench_trade_cost(args.trades, Path(tmp))
+        await bench_settle_latency([int(x) for x in args.users.split(",")], args.epochs,
+                                   Path(tmp))
     print(f"(ran {time.monotonic() - started:.0f} s)")
 
 
@@ -270,4 +366,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000")
     parser.add_argument("--trades", type=int, default=3)
+    parser.add_argument("--users", default="4,20", help="market users per run of part 4")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run of part 4")
     asyncio.run(main(parser.parse_args()))
