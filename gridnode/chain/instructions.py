@@ -10,6 +10,7 @@ writes to the chain or the store.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import Any
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
 
 from gridnode.chain.rpc import RpcPool
 from gridnode.chain.signers import Signers
@@ -29,6 +31,7 @@ from gridnode.chain.txtypes import (
     MAX_PLACEHOLDERS,
     METER_OF_PAYLOAD,
     ORDER_RENT_LAMPORTS,
+    PLACEHOLDER_ORDER,
     USER_OF_SIGNER,
     Check,
     Ix,
@@ -86,18 +89,22 @@ class Refused:
     error: OperationInvalid
 
 
-def order_placeholders(owner_taken: Sequence[bool], payer_taken: Sequence[bool]) -> int | None:
+def order_placeholders(owner_taken: Sequence[bool]) -> int | None:
     """How many placeholder orders must precede the owner's: the least k with the owner's order
-    PDA at index n + k free and the fee payer's at n .. n + k - 1 free (the placeholders land
-    there). Element i of each list says whether that key's order PDA at index n + i exists.
-    None: no such k within the lists (the fee payer's own placeholder blocks the way, or more
-    than fit in a transaction would be needed)."""
+    PDA at index n + k free (element i says whether it exists at n + i). None: more than fit in
+    one transaction would be needed."""
     for k, taken in enumerate(owner_taken):
         if not taken:
             return k
-        if k >= len(payer_taken) or payer_taken[k]:
-            return None
     return None
+
+
+def placeholder_key(fee_payer: Keypair, op_id: int, index: int) -> Keypair:
+    """The one-off key that signs the placeholder at `index` for operation `op_id`: derived from
+    the gateway key, so a re-signed transaction has the same keys and nothing is stored."""
+    seed = hashlib.sha256(b"gridnode order placeholder\0" + bytes(fee_payer)
+                          + struct.pack("<QQ", op_id, index)).digest()
+    return Keypair.from_seed(seed)
 
 
 def associated_token_address(owner: Pubkey, mint: Pubkey) -> Pubkey:
@@ -265,34 +272,24 @@ class InstructionBuilder:
 
     async def _order_index(self, owner: Pubkey) -> tuple[int, list[int]]:
         """(the index the owner's order gets, the placeholder indices before it), from the
-        market's active_orders n and which order PDAs of the owner and the fee payer exist
-        from n on (one getMultipleAccounts). RuleNotMet when no index within MAX_PLACEHOLDERS
+        market's active_orders n and which order PDAs of the owner exist from n on (one
+        getMultipleAccounts). RuleNotMet when no index within MAX_PLACEHOLDERS
         is reachable (stays pending: other orders move the count)."""
         acc = await self._decode("trading", "Market", self.pda(MARKET))
         if acc is None:
             raise RuleNotMet("market_missing", "the trading market is not initialized")
         n = int(acc["active_orders"])
-        payer = self.signers.fee_payer.pubkey()
         trading = self.program_id("trading")
         span = range(n, n + MAX_PLACEHOLDERS + 1)
-
-        def order_pda(key: Pubkey, i: int) -> Pubkey:
-            return Pubkey.find_program_address([b"order", bytes(key), struct.pack("<Q", i)],
-                                               trading)[0]
-
-        owners = [order_pda(owner, i) for i in span]
-        payers = [order_pda(payer, i) for i in span[:-1]] if owner != payer else []
-        datas = await self.pool.account_data([*owners, *payers])
-        owner_taken = [d is not None for d in datas[:len(owners)]]
-        payer_taken = ([d is not None for d in datas[len(owners):]] if owner != payer
-                       else owner_taken[:-1])
-        k = order_placeholders(owner_taken, payer_taken)
+        owners = [Pubkey.find_program_address([b"order", bytes(owner), struct.pack("<Q", i)],
+                                              trading)[0] for i in span]
+        k = order_placeholders([d is not None for d in await self.pool.account_data(owners)])
         if k is None:
             raise RuleNotMet(
                 "order_index_taken",
-                f"the order PDAs of {owner} at market index {n} and after are taken and "
-                f"{MAX_PLACEHOLDERS} placeholder orders of the gateway {payer} cannot move the "
-                "index past them; waiting for other orders to move it")
+                f"the order PDAs of {owner} at market indices {n}..{n + MAX_PLACEHOLDERS} are "
+                f"all taken (more than {MAX_PLACEHOLDERS} placeholder orders would be needed); "
+                "waiting for other orders to move the index")
         return n + k, list(range(n, n + k))
 
     async def _read_ctx(self, tx_type: TxType, payload: Payload,
@@ -421,6 +418,13 @@ class InstructionBuilder:
             items = [None] if ix.each is None else list(self._value(ix.each, payload, signer, ctx))
             for item in items:
                 ictx = ctx if ix.each is None else {**ctx, "item": item}
+                if ix is PLACEHOLDER_ORDER:     # its one-off signer, funded with the order's rent
+                    key = placeholder_key(self.signers.fee_payer, op_id, int(str(item)))
+                    ictx["placeholder_key"] = key.pubkey()
+                    cosigners.append(key)
+                    ixs.append(transfer(TransferParams(
+                        from_pubkey=self.signers.fee_payer.pubkey(), to_pubkey=key.pubkey(),
+                        lamports=ORDER_RENT_LAMPORTS)))
                 accounts = {name: self._account(spec, ix, payload, signer, ictx)
                             for name, spec in ix.accounts.items()}
                 args = {name: self._arg(name, src, payload, signer, ictx)

@@ -45,14 +45,17 @@ authority, market.active_orders] and orders are never closed, while active_order
 as orders complete or are cancelled. In steady state (the same users order every epoch, the count
 returns to its baseline) a user's next order lands on the address of one of its own earlier
 orders and `init` fails "already in use" on every rebuild. `Read.ORDER_INDEX` reads the count n
-and which of the owner's and the gateway's order PDAs from n on exist (one getMultipleAccounts);
-when PDA(owner, n) is taken, the row's `each="ctx.placeholders"` instruction prepends, in the
-same transaction, as few gateway-signed placeholder orders as raise the count to an index free
-for the owner. A placeholder is a sell of u64::MAX Wh at u64::MAX per kWh: a bid can only meet it
-at u64::MAX, any fill of 2 Wh or more overflows total_value, so it never completes and never
-leaves the count (which is what keeps the count past the taken indices); gridnode's own matching
-and `accounts.open_orders` leave it out. Each one locks an Order account's rent
-(ORDER_RENT_LAMPORTS) of the gateway for good.
+and which of the owner's order PDAs from n on exist (one getMultipleAccounts); when PDA(owner, n)
+is taken, the row's `each="ctx.placeholders"` instruction prepends, in the same transaction, as
+few placeholder orders as raise the count to an index free for the owner. Each placeholder is
+signed by a one-off key derived from the gateway key, the operation and the index (so a re-signed
+transaction uses the same keys, and no placeholder address is ever taken), funded with the order's
+rent by the gateway in the same transaction. (Placeholders of one fixed key deadlock: the count
+is the number of open orders, not the highest index, so it returns to the indices that key's own
+placeholders hold.) A placeholder is a sell of u64::MAX Wh at u64::MAX per kWh: a bid can only
+meet it at u64::MAX, any fill of 2 Wh or more overflows total_value, so it never completes and
+never leaves the count; gridnode's own matching and `accounts.open_orders` leave it out. Each one
+locks an Order account's rent (ORDER_RENT_LAMPORTS), paid by the gateway, for good.
 """
 
 from __future__ import annotations
@@ -211,14 +214,14 @@ CONSTANTS: dict[str, int] = {"u64_max": U64_MAX}
 PLACEHOLDER_WH = U64_MAX
 PLACEHOLDER_PRICE = U64_MAX
 ORDER_RENT_LAMPORTS = 1_684_320   # rent-exempt minimum of an Order (114 bytes), locked for good
-MAX_PLACEHOLDERS = 8              # per transaction (fits 1232 bytes with the owner's order)
+MAX_PLACEHOLDERS = 4              # per transaction (fits 1232 bytes with the owner's order)
 
 PLACEHOLDER_ORDER = Ix(
     "trading", "create_sell_order",
     args={"energy_amount": "const.u64_max", "price_per_kwh": "const.u64_max"},
     accounts={"market": MARKET,
-              "order": Pda("trading", (b"order", "fee_payer", "u64le:ctx.item")),
-              "erc_certificate": "program.self", "authority": "fee_payer",
+              "order": Pda("trading", (b"order", "ctx.placeholder_key", "u64le:ctx.item")),
+              "erc_certificate": "program.self", "authority": "ctx.placeholder_key",
               "system_program": "program.system"},
     each="ctx.placeholders")
 

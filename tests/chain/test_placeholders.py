@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from gridnode.chain.accounts import order_account
 from gridnode.chain.assembly import PACKET_DATA_SIZE, Batch, tx_size
 from gridnode.chain.idl import load_idls
-from gridnode.chain.instructions import InstructionBuilder, order_placeholders
+from gridnode.chain.instructions import InstructionBuilder, order_placeholders, placeholder_key
 from gridnode.chain.signers import Signers
 from gridnode.chain.txtypes import (
     MAX_PLACEHOLDERS,
@@ -49,17 +50,21 @@ IDL_DIR = Path(__file__).resolve().parents[2] / "idl"
 
 def test_the_least_number_of_placeholders() -> None:
     # index n free for the owner: none
-    assert order_placeholders([False, False], [False]) == 0
-    # n taken: one placeholder at n (the gateway's n is free), the owner's order at n + 1
-    assert order_placeholders([True, False], [False]) == 1
-    assert order_placeholders([True, True, True, False], [False, False, False]) == 3
-    # the gateway's own earlier placeholder sits at n + 1 while the owner's n + 1 is free:
-    # the owner's order goes there, one placeholder
-    assert order_placeholders([True, False], [False, True]) == 1
-    # both the owner's and the gateway's n + 1 are taken: no way through with the gateway key
-    assert order_placeholders([True, True, False], [False, True]) is None
-    # more than the lists cover
-    assert order_placeholders([True, True], [False, False]) is None
+    assert order_placeholders([False, False]) == 0
+    # n taken: one placeholder at n, the owner's order at n + 1
+    assert order_placeholders([True, False]) == 1
+    assert order_placeholders([True, True, True, False]) == 3
+    # more than the list covers
+    assert order_placeholders([True, True]) is None
+
+
+def test_placeholder_keys_are_one_off_and_repeatable() -> None:
+    """A re-signed transaction must use the same placeholder keys; no two placeholders share one."""
+    gateway = Keypair()
+    keys = {str(placeholder_key(gateway, op, i).pubkey()) for op in range(3) for i in range(3)}
+    assert len(keys) == 9
+    assert placeholder_key(gateway, 7, 2).pubkey() == placeholder_key(gateway, 7, 2).pubkey()
+    assert placeholder_key(Keypair(), 7, 2).pubkey() != placeholder_key(gateway, 7, 2).pubkey()
 
 
 def test_matching_and_the_book_leave_placeholders_out() -> None:
@@ -113,8 +118,9 @@ class SvmPool:
 @pytest.mark.parametrize("taken", [1, MAX_PLACEHOLDERS])
 async def test_an_order_behind_placeholders_fits_and_lands(taken: int) -> None:
     """alice's orders at indices 0 .. taken-1 exist and were cancelled (the count is back at
-    0): her next order is built behind `taken` placeholders of the gateway, fits one
-    transaction with its ERC slot and both signatures, and lands on the program."""
+    0): her next order is built behind `taken` placeholders (each signed by a one-off key the
+    gateway funds in the same transaction), fits one transaction with its ERC slot and every
+    signature, and lands on the program."""
     chain = Chain()
     init_market(chain)
     chain.init_registry()
@@ -131,14 +137,16 @@ async def test_an_order_behind_placeholders_fits_and_lands(taken: int) -> None:
     payload = OrderCreationPayload(owner=str(alice.pubkey()), side="sell", energy_amount=10,
                                    price_per_kwh=100)
     op = await builder._prepare(1, TX_TYPES["order_creation"], payload, {})
-    assert len(op.instructions) == taken + 1 and builder.placeholders == taken
+    assert len(op.instructions) == 2 * taken + 1 and builder.placeholders == taken
+    assert len(op.cosigners) == taken
     size = tx_size(Batch([op]), gateway)
     assert size <= PACKET_DATA_SIZE
-    out = chain.ok(op.instructions, alice, gateway, payer=gateway)
+    out = chain.ok(op.instructions, alice, *op.cosigners, gateway, payer=gateway)
     mine = order_address(chain, alice.pubkey(), taken)
     created = out.events["trading"]
     assert [str(f["order_id"]) for _, f in created] == [
-        *(str(order_address(chain, gateway.pubkey(), i)) for i in range(taken)), str(mine)]
+        *(str(order_address(chain, placeholder_key(gateway, 1, i).pubkey(), i))
+          for i in range(taken)), str(mine)]
     assert active_orders(chain) == taken + 1
     print(f"\n{taken} placeholder(s) + the order: {size} bytes, {out.cu} CU")
     # The next order of alice (index taken + 1 is hers to use) needs none.
@@ -149,9 +157,9 @@ async def test_an_order_behind_placeholders_fits_and_lands(taken: int) -> None:
         chain, alice.pubkey(), taken + 1)
 
 
-async def test_no_way_past_the_gateways_own_placeholder_waits() -> None:
-    """The owner's and the gateway's order PDAs at the index are both taken: the operation is
-    not built now (RuleNotMet: stays pending until other orders move the index)."""
+async def test_the_gateways_own_order_at_the_index_does_not_block() -> None:
+    """The owner's and the gateway's order PDAs at the index are both taken (a fixed placeholder
+    key deadlocked here): the one-off placeholder key is free, the order lands behind it."""
     chain = Chain()
     init_market(chain)
     chain.init_registry()
@@ -162,6 +170,29 @@ async def test_no_way_past_the_gateways_own_placeholder_waits() -> None:
         o = place(chain, "sell", kp, 10, 100)
         chain.ok(chain.ix("trading", "cancel_order", {},
                           {"market": market, "order": o, "authority": kp.pubkey()}), kp)
+    assert active_orders(chain) == 0
+    builder = InstructionBuilder(load_idls(IDL_DIR), SvmPool(chain),  # type: ignore[arg-type]
+                                 Signers.of(gateway, users=[alice]))
+    payload = OrderCreationPayload(owner=str(alice.pubkey()), side="buy", energy_amount=10,
+                                   price_per_kwh=100)
+    op = await builder._prepare(1, TX_TYPES["order_creation"], payload, {})
+    chain.ok(op.instructions, alice, *op.cosigners, gateway, payer=gateway)
+    assert active_orders(chain) == 2
+
+
+async def test_an_owner_with_every_reachable_index_taken_waits() -> None:
+    """The owner's order PDAs at n .. n + MAX_PLACEHOLDERS all exist: not built now (RuleNotMet,
+    stays pending until other orders move the index)."""
+    chain = Chain()
+    init_market(chain)
+    chain.init_registry()
+    gateway, alice = chain.funded(), chain.funded()
+    chain.register_user(alice)
+    market: Any = chain.idls["trading"].pda("market")
+    orders = [place(chain, "sell", alice, 10, 100) for _ in range(MAX_PLACEHOLDERS + 1)]
+    for o in orders:
+        chain.ok(chain.ix("trading", "cancel_order", {},
+                          {"market": market, "order": o, "authority": alice.pubkey()}), alice)
     builder = InstructionBuilder(load_idls(IDL_DIR), SvmPool(chain),  # type: ignore[arg-type]
                                  Signers.of(gateway, users=[alice]))
     payload = OrderCreationPayload(owner=str(alice.pubkey()), side="buy", energy_amount=10,

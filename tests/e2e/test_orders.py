@@ -8,8 +8,9 @@ cancel then goes through the same pipeline.
 
 Orders are never closed and a cancel (or a completion) takes the count down again, so an owner's
 next order would land on the address of its own earlier one ("already in use" on every rebuild,
-then parked). gridnode prepends as few placeholder orders of the gateway as move the count past
-the owner's taken indices (gridnode.chain.txtypes): the tests below check that each order lands,
+then parked). gridnode prepends as few placeholder orders as move the count past the owner's
+taken indices, each signed by a one-off key the gateway derives and funds in the same transaction
+(gridnode.chain.txtypes): the tests below check that each order lands,
 that the number of placeholders is the least possible for each transaction, and that the
 order's address is the owner's event among those of its transaction.
 """
@@ -24,6 +25,7 @@ from solders.pubkey import Pubkey
 
 from gridnode.chain import accounts
 from gridnode.chain.idl import load_idls
+from gridnode.chain.instructions import placeholder_key
 from gridnode.chain.rpc import RpcPool
 from gridnode.chain.txtypes import (
     ORDER_RENT_LAMPORTS,
@@ -144,14 +146,16 @@ async def cancel(store: Store, owner: str, order: str) -> None:
         await operations.add(tx, new_operation(OrderCancelPayload(owner=owner, order=order)))
 
 
-def placeholders_of(events: list[tuple[str, dict[str, Any]]], gateway: str) -> list[str]:
-    """The gateway's placeholder orders among an order_creation's events, checked as such."""
+def placeholders_of(events: list[tuple[str, dict[str, Any]]],
+                    gateway: str) -> list[tuple[str, str]]:
+    """(seller, address) of the placeholder orders among an order_creation's events: sells of
+    u64::MAX at u64::MAX, each by a key of its own, never the gateway's."""
     out = []
     for name, f in events:
-        if name == "SellOrderCreated" and f["seller"] == gateway:
-            assert (int(f["amount"]), int(f["price_per_kwh"])) == (PLACEHOLDER_WH,
-                                                                    PLACEHOLDER_PRICE)
-            out.append(str(f["order_id"]))
+        if name == "SellOrderCreated" and int(f["price_per_kwh"]) == PLACEHOLDER_PRICE:
+            assert int(f["amount"]) == PLACEHOLDER_WH and str(f["seller"]) != gateway
+            out.append((str(f["seller"]), str(f["order_id"])))
+    assert len({seller for seller, _ in out}) == len(out)
     return out
 
 
@@ -185,7 +189,8 @@ async def test_an_owners_next_order_after_a_cancel_lands(tmp_path: Path) -> None
             # The placeholder comes first in the transaction: the owner's order is not the
             # first event, it is the one whose buyer is alice.
             assert [name for name, _ in events] == ["SellOrderCreated", "BuyOrderCreated"]
-            assert placeholders_of(events, gateway) == [order_pda(gateway, n)]
+            one_off = str(placeholder_key(signers.fee_payer, second_op, n).pubkey())
+            assert placeholders_of(events, gateway) == [(one_off, order_pda(one_off, n))]
             assert second == order_pda(alice, n + 1) != first
             assert await active_orders(net.rpc_url) == n + 2   # the placeholder stays
             assert pipeline.builder.placeholders >= 1
@@ -195,8 +200,8 @@ async def test_an_owners_next_order_after_a_cancel_lands(tmp_path: Path) -> None
             everything = await accounts.open_orders(pipeline.pool, pipeline.idls,
                                                     placeholders=True)
             assert sorted(o.address for o in everything) == sorted([second,
-                                                                     order_pda(gateway, n)])
-            info = await pipeline.pool.raw("getAccountInfo", [order_pda(gateway, n), {
+                                                                     order_pda(one_off, n)])
+            info = await pipeline.pool.raw("getAccountInfo", [order_pda(one_off, n), {
                 "encoding": "base64", "commitment": "confirmed"}])
             assert int(info["value"]["lamports"]) == ORDER_RENT_LAMPORTS
             print(f"\nalice's order after a cancel: index {n + 1} behind 1 placeholder "
@@ -217,7 +222,8 @@ async def test_six_rounds_of_create_and_cancel_for_two_users_all_land(tmp_path: 
         store = await Store.open(tmp_path / "node.sqlite")
         pipeline = Pipeline(store, chain_config([net.rpc_url], [net.ws_url]),
                             outbox_config(), signers)
-        taken: dict[str, set[int]] = {alice: set(), bob: set(), gateway: set()}
+        taken: dict[str, set[int]] = {alice: set(), bob: set()}
+        one_offs: set[str] = set()      # the placeholder keys so far: each used once
         per_round: list[int] = []
         async with running(pipeline):
             await register_users(store, [alice, bob])
@@ -234,16 +240,17 @@ async def test_six_rounds_of_create_and_cancel_for_two_users_all_land(tmp_path: 
                     address = accounts.created_order(events, owner)
                     assert address is not None, f"round {r}: no order event of {owner}"
                     index = index_of(owner, address)
-                    holders = [index_of(gateway, a) for a in placeholders_of(events, gateway)]
+                    placed = placeholders_of(events, gateway)
+                    holders = [index_of(seller, a) for seller, a in placed]
                     # Placeholders sit right below the owner's index, one per index ...
                     assert holders == list(range(index - len(holders), index))
                     # ... and only where the owner's own PDA existed before this round: none
                     # could have been left out. The owner's index is one it never used.
                     assert all(i in taken[owner] for i in holders), (r, owner, holders)
                     assert index not in taken[owner]
-                    assert not set(holders) & taken[gateway]
+                    assert not {seller for seller, _ in placed} & one_offs
                     landed[owner] = index
-                    taken[gateway].update(holders)
+                    one_offs.update(seller for seller, _ in placed)
                     count += len(holders)
                 for owner, index in landed.items():
                     taken[owner].add(index)
@@ -253,14 +260,14 @@ async def test_six_rounds_of_create_and_cancel_for_two_users_all_land(tmp_path: 
                 assert await active_orders(net.rpc_url) == base + count
                 per_round.append(count)
             total = sum(per_round)
-            assert await active_orders(net.rpc_url) == len(taken[gateway]) == total
+            assert await active_orders(net.rpc_url) == len(one_offs) == total
             # The first round reuses nothing; a later one needs at most one per order (which
             # user lands first varies, so a round may need none: each one's minimum is above).
             assert per_round[0] == 0 and all(c <= 2 for c in per_round), per_round
             book = await accounts.open_orders(pipeline.pool, pipeline.idls)
             assert book == []
             held = await accounts.open_orders(pipeline.pool, pipeline.idls, placeholders=True)
-            assert len(held) == total and all(o.owner == gateway for o in held)
+            assert len(held) == total and {o.owner for o in held} == one_offs
             print(f"\n{rounds} rounds x 2 orders: placeholders per round {per_round}, total "
                   f"{total} ({total * ORDER_RENT_LAMPORTS} lamports of rent locked)")
         await store.close()
