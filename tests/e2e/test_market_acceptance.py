@@ -18,19 +18,27 @@ accounts and transaction logs decoded by hand):
 3. `gridnode reconcile --now --json` of each day the run touched reports no discrepancy;
 4. the platform simulator holds every finalized interval and every settlement exactly once
    (by its dedupe key), each interval with the signature of the transaction that put its
-   reading on chain, and took no request with a bad signature.
+   reading on chain, per meter in the order the node finalized them, and took no request with
+   a bad signature;
+5. the platform was down (stopped, then started again on the same port and database) for
+   OUTAGE_S through two epochs with trades: what the node finalized and settled meanwhile was
+   held back, and arrived once after it; then it answered 429 with Retry-After for STORM_S,
+   and the node's requests in that storm stay within what the Retry-After spacing allows (no
+   tight loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import json
 import math
 import os
 import random
 import signal
+import sqlite3
 import sys
 import time
 import uuid
@@ -68,6 +76,13 @@ EPOCH_S = 60
 EPOCHS = 6                  # closed intervals the meters feed, so epochs that trade
 MIN_KILLS = 20
 FAULT_WINDOW_S = 30
+# The platform, from the first interval's end (the `first` boundary + EPOCH_S): up for
+# OUTAGE_FROM_S more, then down for OUTAGE_S (the epochs ending at +1, +2 and +3 minutes trade
+# and settle meanwhile), then 429 with Retry-After RETRY_AFTER_S for STORM_S.
+OUTAGE_FROM_S = 40
+OUTAGE_S = 150
+STORM_S = 30
+RETRY_AFTER_S = 3
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
 ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 # name, policy, price (GRID base units per kWh), mean meter power (W; negative: exports)
@@ -140,6 +155,86 @@ async def cycle_faults(net: Localnet, windows: Counter[str]) -> None:
             await asyncio.sleep(FAULT_WINDOW_S / 2)
 
 
+@dataclass(slots=True)
+class Weather:
+    """The platform simulator through the run: its instances (the same port and database each
+    time), when it was down and in its 429 storm, and what it held and the node had around the
+    outage. The simulator's counters live in memory, so they are summed over instances."""
+
+    db: Path
+    secret: str
+    port: int
+    sim: PlatformSimulator | None = None
+    stats: Counter[str] | None = None
+    down_ms: int = 0
+    up_ms: int = 0
+    storm_end_ms: int = 0
+    held_at_down: set[tuple[str, ...]] | None = None
+    node_at_up: set[tuple[str, ...]] | None = None
+
+    async def up(self) -> PlatformSimulator:
+        self.sim = PlatformSimulator(self.db, [self.secret], port=self.port)
+        await self.sim.start()
+        return self.sim
+
+    async def down(self) -> None:
+        if self.sim is not None:
+            self.stats = self.totals()
+            await self.sim.stop()
+            self.sim = None
+
+    def totals(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        total.update(self.stats or {})
+        if self.sim is not None:
+            total.update(self.sim.stats)
+        return total
+
+
+def platform_holds(db: Path) -> set[tuple[str, ...]]:
+    """What the stopped platform's database holds, as (interval, meter, end) and (settlement,
+    trade record): read after the stop, since a request in flight may still be stored then."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT type, meter_id, payload FROM items").fetchall()
+    held: set[tuple[str, ...]] = set()
+    for type_, meter, payload in rows:
+        data = json.loads(payload)["data"]
+        if type_ == "interval.finalized":
+            held.add(("interval", meter, str(int(data["interval_end"]))))
+        elif type_ == "settlement.completed":
+            held.add(("settlement", data["trade_record"]))
+    return held
+
+
+async def node_has(store: Store) -> set[tuple[str, ...]]:
+    """What the node has for the platform: its finalized intervals and settled trades."""
+    rows = await store.fetchall(
+        "SELECT json_extract(payload, '$.meter_id') AS meter, "
+        "json_extract(payload, '$.interval_end') AS ends FROM operations "
+        "WHERE tx_type = 'meter_reading' AND status = 'finalized'")
+    settled = await store.fetchall("SELECT trade_record FROM settlements "
+                                   "WHERE status = 'settled'")
+    return ({("interval", r["meter"], str(int(r["ends"]))) for r in rows}
+            | {("settlement", r["trade_record"]) for r in settled})
+
+
+async def platform_weather(w: Weather, store: Store, first: int) -> None:
+    """Down for OUTAGE_S from a while after the first interval, then back on the same port and
+    database answering 429 with Retry-After for STORM_S, then well."""
+    await asyncio.sleep(max(0.0, first + EPOCH_S + OUTAGE_FROM_S - time.time()))
+    await w.down()
+    w.held_at_down = platform_holds(w.db)
+    w.down_ms = time.time_ns() // 1_000_000
+    await asyncio.sleep(OUTAGE_S)
+    w.node_at_up = await node_has(store)
+    sim = await w.up()
+    sim.add_fault(status=429, count=1_000_000, retry_after=RETRY_AFTER_S)
+    w.up_ms = time.time_ns() // 1_000_000
+    await asyncio.sleep(STORM_S)
+    sim.faults.clear()
+    w.storm_end_ms = time.time_ns() // 1_000_000
+
+
 @pytest.mark.timeout(720)     # about 8.5 minutes: six one-minute epochs and the settling
 async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
     began = time.monotonic()
@@ -152,10 +247,11 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
     secret_file.chmod(0o600)
     log = tmp_path / "gridnode.log"
     windows: Counter[str] = Counter()
+    weather = Weather(tmp_path / "platform.db", secret, pick_free_port())
+    kill_times: list[float] = []
     async with Localnet(port=pick_free_port(), lag_port=pick_free_port(), slot_ms=25, users=4,
-                        state_dir=tmp_path / "chain", faults={"seed": 14}) as net, \
-            PlatformSimulator(tmp_path / "platform.db", [secret],
-                              port=pick_free_port()) as platform:
+                        state_dir=tmp_path / "chain", faults={"seed": 14}) as net:
+        platform_url = (await weather.up()).url
         keys = net.bootstrap["keypairs"]
         tag = uuid.uuid4().hex[:6]
         config = write_config(
@@ -175,7 +271,7 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
                                 else "max_price_per_kwh"): price}
                               for i, (name, policy, price, _) in enumerate(USERS)]},
             reconciliation={"enabled": True, "at": "02:30"},
-            upstream={"url": platform.url, "secret_file": str(secret_file), "batch_size": 20,
+            upstream={"url": platform_url, "secret_file": str(secret_file), "batch_size": 20,
                       "retry_base_s": 0.2, "retry_max_s": 2.0, "poll_s": 0.2, "timeout_s": 2})
         fleet = MeterFleet.from_config(load_config(config), publish_every_s=5)
         for i, (*_, watts) in enumerate(USERS):
@@ -183,6 +279,7 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
         store = await Store.open(tmp_path / "node" / "gridnode.db")
         kills = 0
         faults: asyncio.Task[None] | None = None
+        weathering: asyncio.Task[None] | None = None
         proc: asyncio.subprocess.Process | None = None
         try:
             users = [load_keypair(p) for p in keys["users"]]
@@ -197,12 +294,17 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
             await wait_for(lambda: all_finalized(store), 90, "users and meters registered")
             last = first + EPOCHS * EPOCH_S     # the end of the last interval the meters feed
             faults = asyncio.create_task(cycle_faults(net, windows))
+            weathering = asyncio.create_task(platform_weather(weather, store, first))
             while time.time() < last + 8 or kills < MIN_KILLS:
                 await asyncio.sleep(rng.uniform(1.5, 20.0))
                 proc.send_signal(signal.SIGKILL)
                 assert await proc.wait() == -signal.SIGKILL, log.read_text()[-3000:]
                 kills += 1
+                kill_times.append(time.time())
                 proc = await start(config, log)
+            await weathering        # long over (its end is two epochs before the last)
+            assert weather.sim is not None
+            platform = weather.sim
             faults.cancel()
             net.faults.update(NO_FAULTS)
             net.faults.reset_port(net.port)
@@ -236,16 +338,21 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
                 proc = None
                 figures = await judge(store, chain, platform, ids, mint, wallets, config,
                                       started=began)
+                figures.update(await judge_weather(store, platform, weather, kill_times,
+                                                   figures.pop("trade times")))
             finally:
                 await chain.close()
         finally:
             if faults is not None:
                 faults.cancel()
+            if weathering is not None:
+                weathering.cancel()
             if proc is not None:
                 proc.send_signal(signal.SIGKILL)
                 await proc.wait()
             await fleet.stop()
             await store.close()
+            await weather.down()
         dropped = len(net.ledger.dropped) if net.ledger is not None else 0
         failovers = sum(f"url={net.rpc_url}/ healthy=false" in line
                         for line in log.read_text().splitlines())
@@ -256,7 +363,12 @@ async def test_market_through_kills_and_rpc_faults(tmp_path: Path) -> None:
           f"{figures['readings']} readings, {kills} SIGKILLs, fault windows "
           f"{dict(windows)}, {dropped} transactions dropped by the localnet, {lost} outcomes "
           f"the node saw as unknown, {failovers} failovers from the primary RPC; balances (Wh) "
-          f"{figures['balances']}")
+          f"{figures['balances']}; platform down {figures['outage_s']:.0f} s through "
+          f"{figures['outage epochs']} epochs with trades, {figures['held intervals']} "
+          f"intervals and {figures['held settlements']} settlements held back and delivered "
+          f"once after it, {figures['storm requests']} requests in the {STORM_S} s 429 storm "
+          f"(Retry-After {RETRY_AFTER_S} s, at most {figures['storm bound']} allowed), "
+          f"{figures['resent']} items resent and deduped by the platform")
     assert kills >= MIN_KILLS
     assert figures["epochs"] >= EPOCHS, figures
     assert all(windows[name] >= 1 for name, _ in FAULTS), windows
@@ -373,10 +485,60 @@ async def judge(store: Store, chain: Chain, platform: PlatformSimulator, ids: di
                   for h in platform.items(type="settlement.completed")]
     assert sorted(settled_up) == sorted(t.address for t in trades)
     assert not platform.items(type="settlement.defaulted")
-    assert platform.stats["bad_signature"] == 0, platform.stats
-    return {"epochs": len({(t.executed_at // EPOCH_S) for t in trades}),
+    return {"trade times": [t.executed_at for t in trades], "epochs": len({(t.executed_at // EPOCH_S) for t in trades}),
             "trades": len(trades), "energy_wh": sum(t.amount for t in trades),
             "orders": len(orders), "readings": len(readings),
             "balances": [balances[w] // WH for w in wallets],
             "unknown outcomes": await count(store, "SELECT count(*) AS n FROM audit_log "
                                             "WHERE new_status = 'unknown'")}
+
+
+async def judge_weather(store: Store, platform: PlatformSimulator, w: Weather,
+                        kill_times: list[float], trade_times: list[int]) -> dict[str, Any]:
+    """The platform's outage and 429 storm: what was held back arrived once after it, per
+    meter in the node's order, and the storm was ridden out without a tight loop."""
+    assert w.held_at_down is not None and w.node_at_up is not None
+    down_s, up_s = w.down_ms / 1000, w.up_ms / 1000
+    outage_epochs = {t // EPOCH_S for t in trade_times if down_s <= t <= up_s}
+    assert len(outage_epochs) >= 2, (down_s, up_s, sorted(trade_times))
+    held_back = w.node_at_up - w.held_at_down
+    intervals = {k for k in held_back if k[0] == "interval"}
+    settlements = {k for k in held_back if k[0] == "settlement"}
+    assert len(intervals) >= 2 * 4 and len(settlements) >= 2, (intervals, settlements)
+    received: dict[tuple[str, ...], list[int]] = {}
+    for h in platform.items(type="interval.finalized"):
+        k: tuple[str, ...] = ("interval", h["meter_id"],
+                              str(int(h["item"]["data"]["interval_end"])))
+        received.setdefault(k, []).append(h["received_at_ms"])
+    for h in platform.items(type="settlement.completed"):
+        received.setdefault(("settlement", h["item"]["data"]["trade_record"]), []).append(
+            h["received_at_ms"])
+    for k in held_back:     # each once, and only after the platform was back
+        assert len(received.get(k, [])) == 1, (k, received.get(k))
+        assert received[k][0] >= w.up_ms, (k, received[k], w.up_ms)
+    # per meter, in the node's order: the order its finalized events were logged
+    order = await store.fetchall(
+        "SELECT e.meter_id AS meter, json_extract(o.payload, '$.interval_end') AS ends "
+        "FROM events e JOIN operations o ON o.id = e.operation_id "
+        "WHERE e.type = 'operation.status' AND json_extract(e.data, '$.new') = 'finalized' "
+        "AND o.tx_type = 'meter_reading' ORDER BY e.id")
+    pairs = [(h["meter_id"], int(h["item"]["data"]["interval_end"]))
+             for h in platform.items(type="interval.finalized")]
+    for meter in {m for m, _ in pairs}:
+        node_order = [int(r["ends"]) for r in order if r["meter"] == meter]
+        platform_order = [e for m, e in pairs if m == meter]
+        assert platform_order == node_order, (meter, platform_order, node_order)
+    # the 429 storm: a request per Retry-After at most, plus one per restart of the daemon
+    # (a kill between a request and recording its answer sends it again at once)
+    storm = [r for r in platform.requests() if w.up_ms <= r["at_ms"] <= w.storm_end_ms]
+    too_many = [r for r in storm if r["status"] == 429]
+    kills_in_storm = sum(w.up_ms / 1000 <= t <= w.storm_end_ms / 1000 for t in kill_times)
+    bound = math.ceil(STORM_S / RETRY_AFTER_S) + 1 + kills_in_storm
+    assert len(too_many) >= 2, storm        # the storm was met
+    assert len(storm) <= bound, (len(storm), bound, storm)
+    stats = w.totals()
+    assert stats["bad_signature"] == 0, stats
+    return {"outage_s": (w.up_ms - w.down_ms) / 1000, "outage epochs": len(outage_epochs),
+            "held intervals": len(intervals), "held settlements": len(settlements),
+            "storm requests": len(storm), "storm bound": bound,
+            "resent": stats["replayed"] + stats["duplicates"]}
