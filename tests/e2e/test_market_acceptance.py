@@ -485,7 +485,8 @@ async def judge(store: Store, chain: Chain, platform: PlatformSimulator, ids: di
                   for h in platform.items(type="settlement.completed")]
     assert sorted(settled_up) == sorted(t.address for t in trades)
     assert not platform.items(type="settlement.defaulted")
-    return {"trade times": [t.executed_at for t in trades], "epochs": len({(t.executed_at // EPOCH_S) for t in trades}),
+    return {"trade times": [t.executed_at for t in trades],
+            "epochs": len({(t.executed_at // EPOCH_S) for t in trades}),
             "trades": len(trades), "energy_wh": sum(t.amount for t in trades),
             "orders": len(orders), "readings": len(readings),
             "balances": [balances[w] // WH for w in wallets],
