@@ -33,13 +33,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from gridnode import __version__
 from gridnode.config import ConfigError, ConfigIssue
 from gridnode.deliveries import signing
 from gridnode.deliveries.backoff import retry_after
 from gridnode.deliveries.engine import Delivery, Item, Outcome, Policy
+from gridnode.deliveries.http import HttpClient
 from gridnode.store import deliveries as stored
 from gridnode.store.events import Event
 
@@ -108,7 +106,7 @@ class UpstreamDestination:
         self.url = url
         self.secrets = list(secrets)
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HttpClient(timeout_s)
 
     @classmethod
     def from_config(cls, config: GridnodeConfig, store: Store
@@ -177,17 +175,8 @@ class UpstreamDestination:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                headers={"User-Agent": f"gridnode/{__version__}"})
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.aclose()
 
     async def send(self, items: Sequence[Delivery]) -> list[Outcome]:
         keys = [d.idempotency_key for d in items]
@@ -200,7 +189,7 @@ class UpstreamDestination:
         msg_id = batch_key([_generation(d, replays.get(d.id, 0)) for d in items])
         headers = {"Content-Type": "application/json", "Idempotency-Key": f'"{msg_id}"',
                    **signing.sign(self.secrets, msg_id, body)}
-        async with self._client().post(self.url, data=body, headers=headers,
+        async with self.http.session().post(self.url, data=body, headers=headers,
                                        allow_redirects=False) as resp:
             status = resp.status
             text = await resp.text(errors="replace")

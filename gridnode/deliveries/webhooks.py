@@ -36,7 +36,6 @@ from typing import Any
 import aiohttp
 from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
 
-from gridnode import __version__
 from gridnode.config import GridnodeConfig
 from gridnode.config.webhooks import WebhooksConfig
 from gridnode.deliveries import signing
@@ -49,6 +48,7 @@ from gridnode.deliveries.engine import (
     OutcomeKind,
     Policy,
 )
+from gridnode.deliveries.http import HttpClient
 from gridnode.log import get_logger
 from gridnode.store import Store, StoreError, events
 from gridnode.store import alerts as stored_alerts
@@ -115,7 +115,7 @@ class WebhookDestination:
         self.node_id = node_id
         self.wanted = frozenset(hook.event_types)
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HttpClient(timeout_s)
 
     # -- selection -----------------------------------------------------------------------------
     async def select(self, event: Event) -> Item | None:
@@ -148,17 +148,8 @@ class WebhookDestination:
         return Item(f"msg_{self.node}_{event.id}", kind, payload, event.meter_id)
 
     # -- sending -------------------------------------------------------------------------------
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                headers={"User-Agent": f"gridnode/{__version__}"})
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.aclose()
 
     async def send(self, items: Sequence[Delivery]) -> list[Outcome]:
         """One request per item, in order; after a failure the rest wait (not sent)."""
@@ -176,7 +167,7 @@ class WebhookDestination:
         headers = {"Content-Type": "application/json",
                    **signing.sign([self.hook.secret], d.idempotency_key, body)}
         try:
-            async with self._client().post(self.hook.url, data=body, headers=headers,
+            async with self.http.session().post(self.hook.url, data=body, headers=headers,
                                            allow_redirects=False) as resp:
                 status = resp.status
                 text = await resp.text(errors="replace")
