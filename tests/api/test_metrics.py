@@ -140,7 +140,7 @@ async def test_metrics_need_a_node_wide_token(node: tuple[ApiNode, str]) -> None
     problem(await api.call("GET", "/metrics", token=api.token("user", wallet)), 403)
 
 
-def test_prometheus_client_is_loaded_by_the_first_scrape_not_by_the_api() -> None:
+async def test_prometheus_client_is_loaded_by_the_first_scrape_not_by_the_api() -> None:
     """A node nobody scrapes does not carry prometheus_client (about 1 MiB of RSS)."""
     code = ("import sys, gridnode.daemon, gridnode.api.server, gridnode.api.routes, "
             "gridnode.api.metrics; print('prometheus_client' in sys.modules)")
