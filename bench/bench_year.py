@@ -99,8 +99,8 @@ SIGNED_S, SENT_S, CONFIRMED_S, FINALIZED_S, DELIVERED_S = 1.0, 1.2, 6.0, 20.0, 2
 RECONCILE_AT_S = 2 * 3600 + 30 * 60     # [reconciliation] at = "02:30"
 UNITS_PER_OP = 1_800                   # simulated compute units of one submit_meter_reading
 FEE_LAMPORTS = 5_000
-ADDED_INDEX = "bench_chain_events_operation"
-ADDED_PARTIAL = "bench_delivery_items_undelivered"
+# Indexes the year needs (migration 0072): their bytes are printed apart.
+YEAR_INDEXES = ("chain_events_operation", "delivery_items_undelivered")
 
 
 class SimClock:
@@ -192,19 +192,6 @@ async def open_store(db: Path) -> Store:
     reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     reader.execute(f"PRAGMA busy_timeout = {store_db.BUSY_TIMEOUT_MS}")
     reader.execute("PRAGMA query_only = ON")
-    indexed = any(writer.execute(f"PRAGMA index_info('{name}')").fetchone()[2] == "operation_id"
-                  for _, name, *_ in writer.execute("PRAGMA index_list('chain_events')"))
-    if not indexed:
-        # The upstream item of a finalized reading reads its events by operation id, and the
-        # schema has no index for it: a full scan of chain_events per item, quadratic over a
-        # year. The bench adds the index (its bytes are printed) so that the year can run.
-        writer.execute(f"CREATE INDEX {ADDED_INDEX} ON chain_events (operation_id)")
-    # The raw purge's upstream rule asks, per reading, for an undelivered interval item of its
-    # meter; delivery_items_order (destination, order_key, status, id) finds every item of the
-    # meter and reads each row for `kind`: ~3,000 rows per reading at 30 days. A partial index
-    # of the undelivered items answers it with one seek (the rows deleted are the same).
-    writer.execute(f"CREATE INDEX IF NOT EXISTS {ADDED_PARTIAL} ON delivery_items "
-                   "(destination, order_key, kind) WHERE status != 'delivered'")
     store._writer = InThread(writer)  # type: ignore[assignment]
     store._reader = store._conn = InThread(reader)  # type: ignore[assignment]
     return store
@@ -532,9 +519,8 @@ class Year:
               f"{self.txs:,} transactions, {self.ops_done / max(self.txs, 1):.1f} per "
               f"transaction): db + wal {total:,} B = {total / 1e9:.3f} GB "
               f"(wal {file_bytes(self.db) - self.db.stat().st_size:,} B); wall {wall:,.0f} s")
-        added = sum(index_bytes(self.db, n) or 0 for n in (ADDED_INDEX, ADDED_PARTIAL))
-        print(f"(of which {added:,} B the indexes the bench added, {ADDED_INDEX} and "
-              f"{ADDED_PARTIAL}: without them {(total - added) / 1e9:.3f} GB)")
+        added = sum(index_bytes(self.db, n) or 0 for n in YEAR_INDEXES)
+        print(f"(of which {added:,} B the indexes {' and '.join(YEAR_INDEXES)} of migration 0072)")
         print("| table (with its indexes) | bytes | rows | bytes/row |")
         print("|---|---|---|---|")
         for t, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
