@@ -4,7 +4,6 @@ parsed by prometheus_client's own parser, agrees with the store and the subsyste
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -144,6 +143,7 @@ async def test_prometheus_client_is_loaded_by_the_first_scrape_not_by_the_api() 
     """A node nobody scrapes does not carry prometheus_client (about 1 MiB of RSS)."""
     code = ("import sys, gridnode.daemon, gridnode.api.server, gridnode.api.routes, "
             "gridnode.api.metrics; print('prometheus_client' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "False"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0 and out.decode().strip() == "False"
