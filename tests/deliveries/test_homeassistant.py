@@ -85,7 +85,7 @@ def names() -> Iterator[dict[str, str]]:
 
 
 def _config(tmp_path: Path, host: str, port: int, n: dict[str, str],
-            publish_port: int | None = None) -> str:
+            publish_port: int | None = None, raw_every_s: float = 60) -> str:
     return f"""
 [api]
 enabled = false
@@ -96,6 +96,7 @@ data_dir = "{tmp_path / 'state'}"
 
 [meters]
 stale_after_s = 6
+raw_every_s = {raw_every_s}
 
 [meters.mqtt]
 host = "{host}"
@@ -269,13 +270,14 @@ def test_readings_are_stored_while_home_assistant_is_unreachable(
     """The meter path never waits for the publishing broker: with nothing listening there the
     readings are stored as usual, and the outage is one log line."""
     host, port = mqtt_broker
-    node = Node(tmp_path, _config(tmp_path, host, port, names, publish_port=pick_free_port()))
+    node = Node(tmp_path, _config(tmp_path, host, port, names, publish_port=pick_free_port(),
+                                  raw_every_s=0))      # every reading a row: countable
     now_ms = int(time.time() * 1000)
     try:
         node.start_subscribed()
         publish_all(publisher, [_reading(names["topic"], 1_000_000 + 10 * i, 0, 100,
                                          now_ms - 60_000 + i * 1000) for i in range(50)])
-        node.wait_until(lambda: node.count("m1") >= 1, what="readings stored")
+        node.wait_until(lambda: node.count("m1") >= 50, what="every reading stored")
         node.wait_log("home assistant broker unreachable")
         assert node.stop(signal.SIGTERM) == 0
     finally:
