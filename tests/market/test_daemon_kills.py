@@ -22,7 +22,7 @@ from simulators.chain.localnet import Localnet
 from tests.configs import localnet_node, mqtt, mqtt_meter, write_config
 from tests.e2e.harness import REPO, all_finalized, register, wait_for
 from tests.e2e.test_crash_recovery import start
-from tests.market.harness import WH, add_reading
+from tests.market.harness import WH, add_reading, wait_epoch_start
 from tests.market.test_epoch_flow import POLICIES, READINGS
 from tests.net import pick_free_port
 
@@ -52,6 +52,9 @@ async def test_sigkills_through_an_epoch(tmp_path: Path) -> None:
             proc = await start(config)
             await wait_for(lambda: all_finalized(store), 60, "users and meters registered")
             await asyncio.sleep(1.0)        # the market's first round has begun at the log's end
+            # Early in an epoch, so that the four orders, however delayed by the kills, land in
+            # the same one and meet in its clearing.
+            await wait_epoch_start(60)
             end = int(time.time())
             for i, (p, c) in enumerate(READINGS):
                 await add_reading(store, f"m{i}", end, p, c)
