@@ -12,6 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from gridnode.chain import accounts
 from gridnode.chain.idl import load_idls
 from gridnode.chain.rpc import RpcPool
@@ -27,6 +29,7 @@ from tests.market.test_epoch_flow import POLICIES, READINGS
 from tests.net import pick_free_port
 
 
+@pytest.mark.timeout(540)     # up to a minute's wait for an epoch's start, then 360 s of kills
 async def test_sigkills_through_an_epoch(tmp_path: Path) -> None:
     rng = random.Random(1414)
     async with Localnet(port=pick_free_port(), slot_ms=25, users=4,

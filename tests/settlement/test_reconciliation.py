@@ -361,9 +361,13 @@ async def test_the_daemon_schedules_it_in_the_node_zone(tmp_path: Path) -> None:
         # the chain is away: the day is recorded as failed, stays due, and is tried again soon
         sched = _scheduler(config, store)
         await sched.get_job("reconciliation-start").func("catch_up")
-        yesterday = datetime.datetime.now(ZoneInfo(ZONE)).date() - datetime.timedelta(days=1)
-        run = await stored.get(store, yesterday)
-        assert run is not None and run.status == "failed" and "RpcUnavailable" in (run.error or "")
+        # the latest due day: yesterday in the zone, or the day before until `at` (03:15) today
+        runs = await stored.recent(store)
+        today = datetime.datetime.now(ZoneInfo(ZONE)).date()
+        assert runs and runs[0].day in (today - datetime.timedelta(days=1),
+                                        today - datetime.timedelta(days=2))
+        run = runs[0]
+        assert run.status == "failed" and "RpcUnavailable" in (run.error or "")
         assert await stored.last_completed_day(store) is None
         retry = sched.get_job("reconciliation-retry")
         assert retry is not None and retry.args == ("retry",)
