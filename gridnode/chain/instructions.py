@@ -31,7 +31,6 @@ from gridnode.chain.txtypes import (
     MAX_PLACEHOLDERS,
     METER_OF_PAYLOAD,
     ORDER_RENT_LAMPORTS,
-    PLACEHOLDER_ORDER,
     USER_OF_SIGNER,
     Check,
     Ix,
@@ -418,13 +417,13 @@ class InstructionBuilder:
             items = [None] if ix.each is None else list(self._value(ix.each, payload, signer, ctx))
             for item in items:
                 ictx = ctx if ix.each is None else {**ctx, "item": item}
-                if ix is PLACEHOLDER_ORDER:     # its one-off signer, funded with the order's rent
+                if ix.funded_signer is not None:
                     key = placeholder_key(self.signers.fee_payer, op_id, int(str(item)))
                     ictx["placeholder_key"] = key.pubkey()
                     cosigners.append(key)
                     ixs.append(transfer(TransferParams(
                         from_pubkey=self.signers.fee_payer.pubkey(), to_pubkey=key.pubkey(),
-                        lamports=ORDER_RENT_LAMPORTS)))
+                        lamports=ix.funded_signer)))
                 accounts = {name: self._account(spec, ix, payload, signer, ictx)
                             for name, spec in ix.accounts.items()}
                 args = {name: self._arg(name, src, payload, signer, ictx)

@@ -104,6 +104,9 @@ class Ix:
     when: str | None = None          # a BuilderSettings flag that must be true for this ix
     cosigner: str | None = None      # a source naming one more key that must sign this ix
     each: str | None = None          # "ctx.<list>": the ix once per element ("ctx.item"), or none
+    # Signed by a one-off key derived from the gateway key, the operation and "ctx.item"
+    # ("ctx.placeholder_key"), which the fee payer funds with this many lamports just before.
+    funded_signer: int | None = None
 
 
 class Read(StrEnum):
@@ -223,7 +226,7 @@ PLACEHOLDER_ORDER = Ix(
               "order": Pda("trading", (b"order", "ctx.placeholder_key", "u64le:ctx.item")),
               "erc_certificate": "program.self", "authority": "ctx.placeholder_key",
               "system_program": "program.system"},
-    each="ctx.placeholders")
+    each="ctx.placeholders", funded_signer=ORDER_RENT_LAMPORTS)
 
 
 def is_placeholder(side: str, price_per_kwh: int) -> bool:
