@@ -248,9 +248,12 @@ class WebhooksSubsystem:
 
     async def sync(self) -> None:
         """Destinations for the registrations, none for removed ones, and their alerts."""
+        # Destinations first: a webhook registered between the two reads then has its
+        # registration seen too, and is never mistaken for a removed one (whose destination
+        # would be deleted, and the events committed since its registration never sent).
+        known = {d.name for d in await stored.destinations(self.store, KIND)}
         hooks = {h.destination: h for h in await registrations.all_webhooks(self.store)}
         running = {d.name for d in self.engine.destinations}
-        known = {d.name for d in await stored.destinations(self.store, KIND)}
         for name in (running | known) - set(hooks):
             await self.engine.remove(name, forget=True)
             log.info("webhook removed", destination=name)

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from gridnode.store import Store, events, now_ms, retention
 from gridnode.store import deliveries as stored
 from simulators.platform import PlatformSimulator
 from tests.deliveries.helpers import engine_for, finalize_readings, running, wait_for
+from tests.processes import gridnode
 
 DAY_MS = 86_400_000
-REPO = Path(__file__).resolve().parents[2]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gridnode", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 async def test_events_wait_for_every_destination(store: Store, platform: PlatformSimulator,
@@ -153,7 +144,7 @@ async def test_a_destination_no_longer_configured_is_removed_by_the_operator(
         await stored.ensure_destination(tx, "upstream", "upstream", cursor=0)
     future = now_ms() + DAY_MS
     assert (await retention.purge_events(store, future, batch=10, pause_s=0)).events == 0
-    out = cli("deliveries", "remove", "--db", str(tmp_path / "node" / "gridnode.db"),
+    out = await gridnode("deliveries", "remove", "--db", str(tmp_path / "node" / "gridnode.db"),
               "upstream", "--reason", "platform contract ended")
     assert out.returncode == 0, out.stderr
     assert "destination upstream removed with its items (none)" in out.stdout

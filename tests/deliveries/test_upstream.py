@@ -5,9 +5,6 @@ replay, restarts."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,8 +19,8 @@ from tests.deliveries.helpers import (
     running,
     wait_for,
 )
+from tests.processes import gridnode
 
-REPO = Path(__file__).resolve().parents[2]
 METERS = ["m1", "m2", "m3"]
 ENDS = [1_800_000_000 + 900 * i for i in range(12)]
 
@@ -97,12 +94,6 @@ async def test_a_5xx_burst_then_recovery(store: Store, platform: PlatformSimulat
     assert_in_order_once(platform, METERS, ENDS[:3])
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gridnode", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
 async def test_400_parks_the_items_with_the_answer_and_the_cli_replays_them(
         tmp_path: Path, store: Store, platform: PlatformSimulator, secret: str) -> None:
     await finalize_readings(store, METERS, ENDS[:2])
@@ -113,31 +104,31 @@ async def test_400_parks_the_items_with_the_answer_and_the_cli_replays_them(
         # parked items hold nothing back: later intervals go through
         await finalize_readings(store, METERS, ENDS[2:4])
         await wait_for(lambda: held(platform) == 6, 10, "the later intervals")
-        listing = cli("deliveries", "list", "--db", str(db_path(tmp_path)), "--status",
-                      "parked")
+        listing = await gridnode("deliveries", "list", "--db", str(db_path(tmp_path)),
+                                 "--status", "parked")
         assert listing.returncode == 0, listing.stderr
         assert "upstream (upstream) active" in listing.stdout
         assert listing.stdout.count(" parked ") == 6
         first = min(i.id for i in await stored.items(store, status="parked"))
-        shown = cli("deliveries", "show", "--db", str(db_path(tmp_path)), str(first))
+        shown = await gridnode("deliveries", "show", "--db", str(db_path(tmp_path)), str(first))
         assert "answer: HTTP 400: " in shown.stdout and "fault injected" in shown.stdout
         assert "pending -> parked: refused by the destination" in shown.stdout
-        replay = cli("deliveries", "replay", "--db", str(db_path(tmp_path)), "--destination",
-                     "upstream", "--reason", "platform fixed")
+        replay = await gridnode("deliveries", "replay", "--db", str(db_path(tmp_path)),
+                                "--destination", "upstream", "--reason", "platform fixed")
         assert replay.returncode == 0, replay.stderr
         assert replay.stdout.count("parked -> pending") == 6
         await wait_for(lambda: held(platform) == 12, 10, "the replayed items")
     keys = [h["key"] for h in platform.items()]
     assert len(set(keys)) == 12
-    shown = cli("deliveries", "show", "--db", str(db_path(tmp_path)), str(first))
+    shown = await gridnode("deliveries", "show", "--db", str(db_path(tmp_path)), str(first))
     assert "status: delivered" in shown.stdout
     assert "parked -> pending: operator replay" in shown.stdout
-    status = cli("status", "--db", str(db_path(tmp_path)))
+    status = await gridnode("status", "--db", str(db_path(tmp_path)))
     assert "deliveries:\n  upstream (upstream) active: pending=0 delivered=12 parked=0, " \
         "last delivery " in status.stdout, status.stdout + status.stderr
-    again = cli("deliveries", "replay", "--db", str(db_path(tmp_path)), str(first))
+    again = await gridnode("deliveries", "replay", "--db", str(db_path(tmp_path)), str(first))
     assert again.returncode == 0 and "delivered -> pending" in again.stdout
-    nothing = cli("deliveries", "replay", "--db", str(db_path(tmp_path)))
+    nothing = await gridnode("deliveries", "replay", "--db", str(db_path(tmp_path)))
     assert nothing.returncode == 2
 
 
@@ -167,8 +158,8 @@ async def test_410_disables_the_destination_until_an_operator_enables_it(
         await wait_for(lambda: _disabled(store), 10, "the destination disabled")
         await asyncio.sleep(0.5)
         assert len(platform.requests()) == 1            # no request while disabled
-        out = cli("deliveries", "replay", "--db", str(db_path(tmp_path)), "--destination",
-                  "upstream")
+        out = await gridnode("deliveries", "replay", "--db", str(db_path(tmp_path)),
+                             "--destination", "upstream")
         assert "destination upstream: disabled -> active" in out.stdout, out.stderr
         await wait_for(lambda: held(platform) == 3, 10, "delivery once enabled")
 

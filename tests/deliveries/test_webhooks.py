@@ -16,8 +16,6 @@ import base64
 import hashlib
 import hmac
 import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,17 +25,20 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gridnode.deliveries.webhooks import EVENT_TYPES, candidates
+from gridnode.config.webhooks import WebhooksConfig
+from gridnode.deliveries.webhooks import EVENT_TYPES, WebhooksSubsystem, candidates, create
 from gridnode.keys import load_keypair
-from gridnode.store import Store
+from gridnode.store import Store, events
 from gridnode.store import alerts as stored_alerts
+from gridnode.store import deliveries as stored_deliveries
+from gridnode.store import webhooks as registrations
 from gridnode.store.events import Event
 from simulators.chain.localnet import Localnet
 from tests.api.harness import ApiNode, problem
 from tests.configs import localnet_node
 from tests.net import pick_free_port
+from tests.processes import gridnode
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = {"sync_every_s": 0.2, "poll_s": 0.1, "retry_base_s": 0.2, "retry_max_s": 0.5}
 
 
@@ -218,21 +219,21 @@ async def test_webhooks_api_signed_delivery_retry_410_and_cli(tmp_path: Path,
 
         # the CLI, against the running daemon's database
         db = str(node.config.node.database)
-        added = _cli("webhooks", "add", receiver.url("/cli"), "--event", "AlertRaised",
+        added = await gridnode("webhooks", "add", receiver.url("/cli"), "--event", "AlertRaised",
                      "--db", db)
         assert added.returncode == 0, added.stderr
         secret = next(line.split(": ", 1)[1] for line in added.stdout.splitlines()
                       if line.startswith("secret: "))
         cli_id = int(added.stdout.split()[1].rstrip(":"))
-        out = _cli("webhooks", "list", "--db", db).stdout
+        out = (await gridnode("webhooks", "list", "--db", db)).stdout
         assert receiver.url("/cli") in out and "whsec_" not in out
         await alert_change(node, "cli_rule", True)
         await until(lambda: len(receiver.at("/cli")) >= 1, "a delivery to the CLI's webhook")
         r = receiver.at("/cli")[0]
         assert standard_webhooks_valid(secret, r.headers, r.body)
         assert r.json["type"] == "AlertRaised" and r.json["data"]["name"] == "cli_rule"
-        assert _cli("webhooks", "remove", str(cli_id), "--db", db).returncode == 0
-        again = _cli("webhooks", "remove", str(cli_id), "--db", db)
+        assert (await gridnode("webhooks", "remove", str(cli_id), "--db", db)).returncode == 0
+        again = await gridnode("webhooks", "remove", str(cli_id), "--db", db)
         assert again.returncode == 1 and f"no webhook {cli_id}" in again.stderr
         assert str(cli_id) not in {str(i) for i in await listed(node, admin)}
 
@@ -278,8 +279,8 @@ async def test_a_webhook_failing_past_disable_after_is_disabled_with_an_alert(
         # the operator enables it again once the receiver is back: what waited is delivered
         # (the same message) and the alert clears
         del receiver.always["/down"]
-        replay = _cli("deliveries", "replay", "--destination", f"webhook:{hook['id']}",
-                      "--db", str(node.config.node.database))
+        replay = await gridnode("deliveries", "replay", "--destination", f"webhook:{hook['id']}",
+                            "--db", str(node.config.node.database))
         assert replay.returncode == 0 and "disabled -> active" in replay.stdout, replay
         await until(lambda: any(r.answered == 200 for r in receiver.at("/down")),
                     "delivery after the replay")
@@ -316,9 +317,35 @@ def test_event_type_mapping() -> None:
     assert candidates(ev("interval.closed")) == ()
 
 
-def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gridnode", *argv], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+async def test_a_webhook_registered_while_the_daemon_syncs_keeps_its_cursor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registration committed while sync() reads the registrations (the API or the CLI at
+    that moment) must not be taken for a removed webhook: its destination, with the cursor set
+    at registration, stays, and the next sync starts delivering from there."""
+    store = await Store.open(tmp_path / "gridnode.db")
+    try:
+        sub = WebhooksSubsystem(WebhooksConfig(), store, "node-1")
+        made: list[int] = []
+        read = registrations.all_webhooks
+
+        async def read_then_register(db: Any) -> Any:
+            found = await read(db)
+            if not made:
+                async with store.write() as tx:
+                    await stored_alerts.change(tx, "before", True, value=None, threshold=None,
+                                               detail="x", at_ms=int(time.time() * 1000))
+                    made.append((await create(tx, "http://127.0.0.1:9/x", ["AlertRaised"])).id)
+            return found
+
+        monkeypatch.setattr(registrations, "all_webhooks", read_then_register)
+        await sub.sync()
+        row = await stored_deliveries.destination(store, f"webhook:{made[0]}")
+        assert row is not None, "the new webhook's destination was deleted"
+        assert row.cursor == await events.last_id(store)
+        await sub.sync()
+        assert [d.name for d in sub.engine.destinations] == [f"webhook:{made[0]}"]
+    finally:
+        await store.close()
 
 
 async def test_transactions_on_the_localnet_reach_a_webhook(tmp_path: Path,

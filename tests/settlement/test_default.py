@@ -5,9 +5,7 @@ event log; an operator retries it (it defaults again) and writes it off, all aud
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,6 @@ from gridnode.market.matching import midpoint
 from gridnode.store import market, settlements
 from tests.e2e.harness import wait_for
 from tests.market.harness import (
-    REPO_ROOT,
     WH,
     add_reading,
     market_node,
@@ -23,6 +20,7 @@ from tests.market.harness import (
     transfer_away,
     wait_epoch_start,
 )
+from tests.processes import Ran, gridnode
 
 POLICIES = [
     {"policy": "sell_surplus", "min_price_per_kwh": 100_000},
@@ -32,13 +30,8 @@ POLICIES = [
 ]
 
 
-async def gridnode(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gridnode", *args, cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+def _combined(ran: Ran) -> tuple[int, str]:
+    return ran.returncode, ran.stdout + ran.stderr
 
 
 async def test_grid_moved_away_ends_defaulted_with_compensation(tmp_path: Path) -> None:
@@ -123,20 +116,20 @@ async def test_grid_moved_away_ends_defaulted_with_compensation(tmp_path: Path) 
 
         # Operator: list and show name it; retry sends it back (it defaults again: the GRID is
         # still gone), write-off ends it; a second write-off is refused; nothing is deleted.
-        rc, out = await gridnode("settlement", "list", "--db", db)
+        rc, out = _combined(await gridnode("settlement", "list", "--db", db))
         assert rc == 0 and "defaulted" in out and s.trade_record in out
-        rc, out = await gridnode("settlement", "show", str(s.id), "--db", db)
+        rc, out = _combined(await gridnode("settlement", "show", str(s.id), "--db", db))
         assert rc == 0 and "not_delivered_wh" in out and "defaulted" in out
-        rc, out = await gridnode("settlement", "retry", str(s.id), "--reason", "topped up?",
-                                 "--db", db)
+        rc, out = _combined(await gridnode("settlement", "retry", str(s.id), "--reason",
+                                           "topped up?", "--db", db))
         assert rc == 0, out
         assert (await settlements.get(node.store, s.id)).status == "queued"  # type: ignore[union-attr]
         async with running(node.market()):
             await wait_for(defaulted, 60, "defaulted again")
-        rc, out = await gridnode("settlement", "write-off", str(s.id), "--reason", "lost",
-                                 "--db", db)
+        rc, out = _combined(await gridnode("settlement", "write-off", str(s.id), "--reason",
+                                           "lost", "--db", db))
         assert rc == 0, out
-        rc, out = await gridnode("settlement", "write-off", str(s.id), "--db", db)
+        rc, out = _combined(await gridnode("settlement", "write-off", str(s.id), "--db", db))
         assert rc == 1 and "only a defaulted settlement" in out
         final = await settlements.get(node.store, s.id)
         assert final is not None and final.status == "written_off"
