@@ -20,6 +20,12 @@ and event tables per operation) times the rows a year produces at the default ca
 kept for [retention] raw_days, one operation per meter per interval). It is a projection from
 measured row sizes, not an accelerated year: say so when quoting it.
 
+With `--cpu-quota PCT` the measured gridnode process runs, from its start to the end of the window,
+under a CPU quota of PCT % of one core: a cgroup (v2 `cpu.max`, or v1 `cpu.cfs_quota_us`) when one
+can be made, otherwise SIGSTOP/SIGCONT in 100 ms periods pinned to one CPU (`taskset`). It then also
+prints whether intervals kept up (closed vs expected, the oldest operation not yet sent at the end)
+and interval close (the operation's creation) -> transaction sent, p50 and p99.
+
 It runs whatever gridnode the interpreter imports (the development venv by default; run it with a
 production install's interpreter for the issue's production figures).
 """
@@ -28,11 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import re
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +69,109 @@ CLK_TCK = 100
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class CpuQuota:
+    """Hold one process to `pct` % of one core: a cgroup when this machine lets us make one,
+    else a duty cycle of SIGSTOP/SIGCONT (pinned to one CPU) in `PERIOD_US` periods."""
+
+    PERIOD_US = 100_000
+
+    def __init__(self, pct: float) -> None:
+        self.pct = pct
+        self.how = ""
+        self._dir: Path | None = None
+        self._stat = ""
+        self._duty: asyncio.Task[None] | None = None
+
+    def apply(self, pid: int) -> None:
+        quota = int(self.PERIOD_US * self.pct / 100)
+        v2, v1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/cpu")
+        for root, files in ((v2, {"cpu.max": f"{quota} {self.PERIOD_US}"}),
+                            (v1, {"cpu.cfs_period_us": str(self.PERIOD_US),
+                                  "cpu.cfs_quota_us": str(quota)})):
+            if root == v2 and "cpu" not in _read(v2 / "cgroup.controllers"):
+                continue
+            d = root / f"gridnode-bench-{pid}"
+            try:
+                d.mkdir()
+                for name, value in files.items():
+                    (d / name).write_text(value)
+                (d / "cgroup.procs").write_text(str(pid))
+            except OSError:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+                continue
+            self._dir, self._stat = d, "cpu.stat"
+            self.how = (f"cgroup {'v2 cpu.max' if root == v2 else 'v1 cpu.cfs_quota_us'} "
+                        f"{quota} per {self.PERIOD_US} us")
+            return
+        if shutil.which("taskset"):
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pid)], check=False,
+                           capture_output=True)
+        self._duty = asyncio.create_task(self._cycle(pid, quota / 1e6, self.PERIOD_US / 1e6))
+        self.how = f"SIGSTOP/SIGCONT duty cycle {quota} per {self.PERIOD_US} us, one CPU"
+
+    async def _cycle(self, pid: int, run_s: float, period_s: float) -> None:
+        try:
+            while True:
+                os.kill(pid, signal.SIGCONT)
+                await asyncio.sleep(run_s)
+                os.kill(pid, signal.SIGSTOP)
+                await asyncio.sleep(period_s - run_s)
+        except ProcessLookupError:
+            return
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def throttling(self) -> str:
+        """The cgroup's nr_periods / nr_throttled / throttled time, when there is one."""
+        if self._dir is None:
+            return "duty cycle"
+        stat = dict(line.split() for line in _read(self._dir / self._stat).splitlines()
+                    if len(line.split()) == 2)
+        throttled_s = (int(stat.get("throttled_usec", 0)) / 1e6
+                       or int(stat.get("throttled_time", 0)) / 1e9)
+        return (f"throttled in {stat.get('nr_throttled', '?')} of {stat.get('nr_periods', '?')} "
+                f"periods, {throttled_s:.1f} s in all")
+
+    async def release(self) -> None:
+        """End the duty cycle; remove the cgroup once its process has exited. Idempotent."""
+        if self._duty is not None:
+            self._duty.cancel()
+            await asyncio.gather(self._duty, return_exceptions=True)
+            self._duty = None
+        if self._dir is not None:
+            with contextlib.suppress(OSError):
+                self._dir.rmdir()
+                self._dir = None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def close_to_sent(db: Path, since_ms: int, until_ms: int) -> tuple[list[int], int, float | None]:
+    """For meter_reading operations created (their interval closed) in [since, until): the
+    close -> first send delays in ms, how many were created, and the age in s at `until` of the
+    oldest one not sent yet (None when every one was sent)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+        rows = c.execute("SELECT created_at_ms, submitted_at_ms FROM operations WHERE tx_type = "
+                         "'meter_reading' AND created_at_ms >= ? AND created_at_ms < ?",
+                         (since_ms, until_ms)).fetchall()
+    sent = sorted(int(s) - int(c_) for c_, s in rows if s is not None)
+    unsent = [int(c_) for c_, s in rows if s is None]
+    return sent, len(rows), (until_ms - min(unsent)) / 1000 if unsent else None
+
+
+def percentile(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))])
 
 
 def health(db: Path) -> tuple[int, int]:
@@ -147,6 +259,7 @@ async def start_node(kids: Children, run: Path, cfg_text: str,
 
 async def footprint(a: argparse.Namespace, run: Path) -> int:
     kids = Children()
+    quota: CpuQuota | None = None
     py = sys.executable
     try:
         rpc_port = free_port()
@@ -177,8 +290,11 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
         await asyncio.to_thread(register_meters, run / "steady.toml",
                                 [f"soak-{i:03d}" for i in range(1, a.meters + 1)])
         node, lines = await start_node(kids, run, text, "steady")
+        if a.cpu_quota:
+            quota = CpuQuota(a.cpu_quota)
+            quota.apply(node.pid)
         db = run / "node" / "gridnode.db"
-        await wait_text(lines, "event=ready", 60)
+        await wait_text(lines, "event=ready", 60 if quota is None else 600)
         await asyncio.sleep(a.warmup_minutes * 60)
         pid = node.pid
 
@@ -192,11 +308,17 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
                     "raw": count(db, "SELECT count(*) FROM readings")}
 
         s0 = snap()
+        window_ms = (int(time.time() * 1000), 0)
         syncs = await strace_window(pid, a.minutes * 60, run / "strace.txt")
         s1 = snap()
+        window_ms = (window_ms[0], int(time.time() * 1000))
+        throttling = quota.throttling() if quota is not None else ""
         sizes = table_bytes(db)
         ops = count(db, "SELECT count(*) FROM operations")
         raw_total = count(db, "SELECT count(*) FROM readings")
+        delays, closed, oldest_unsent_s = close_to_sent(db, *window_ms)
+        if quota is not None:
+            await quota.release()       # the duty cycle ends: the process can take SIGTERM
         await kids.stop()
 
         d = {k: s1[k] - s0[k] for k in s0}
@@ -234,9 +356,23 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
               f"operation with its rows, {raw_bytes:.0f} B per raw row, "
               f"{raw_per_meter_day:,.0f} raw rows per meter-day at most; this run kept "
               f"{measured_raw_day:,.0f}) |")
+        expected = a.meters * (window_ms[1] - window_ms[0]) / 60_000 / a.interval_minutes
+        print(f"| interval close -> transaction sent | p50 {percentile(delays, 50):,.0f} ms, "
+              f"p99 {percentile(delays, 99):,.0f} ms ({len(delays)} of {closed} operations "
+              f"closed in the window sent) |")
+        print(f"| intervals keeping up | {closed} closed in the window (about {expected:.0f} "
+              "expected); "
+              + ("every one sent |" if oldest_unsent_s is None
+                 else f"oldest not sent at the end: {oldest_unsent_s:.0f} s old |"))
+        if quota is not None:
+            print(f"| CPU quota | {a.cpu_quota:g} % of one core ({quota.how}); {throttling} |")
         return 0
     finally:
+        if quota is not None:
+            await quota.release()
         await kids.stop()
+        if quota is not None:
+            await quota.release()       # the cgroup, now empty
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw-days", type=float, default=30.0)
     ap.add_argument("--raw-every-s", type=float, default=60.0)
     ap.add_argument("--keep", type=Path, default=None, help="run directory to keep")
+    ap.add_argument("--cpu-quota", type=float, default=None, metavar="PCT",
+                    help="hold the measured gridnode to PCT %% of one core (e.g. 10)")
     a = ap.parse_args(argv)
     if a.keep is not None:
         a.keep.mkdir(parents=True, exist_ok=True)
