@@ -12,8 +12,8 @@ store functions through every interval of the year:
   prepared and packed by `InstructionBuilder.prepare_many` and `pack` with `[outbox] batch_size`
   (real, signed transactions with the node's default instruction set), and goes through the
   lifecycle the submitter and the monitor write: `record_signed` (the attempt shared by the
-  batch, `signed`), `record_sent` + `submitted`, `record_observed` + `confirmed`, then
-  `record_observed` + `record_finalized` with the transaction's decoded event
+  batch, `signed`), `record_sent` (`submitted`), `record_observed` + `confirmed`, then
+  `record_observed` + `finalize` with the transaction's decoded event
   (MeterReadingSubmitted, one per operation) + `finalized`, each with its audit and event rows
   and in the same transactions the pipeline uses;
 - deliveries: the upstream destination (`UpstreamDestination.select` and the engine's `step`:
@@ -87,7 +87,6 @@ from gridnode.meters.reading import Reading  # noqa: E402
 from gridnode.meters.recorder import MeterEntry, Recorder  # noqa: E402
 from gridnode.meters.validation import Limits  # noqa: E402
 from gridnode.store import Store, dumps, operations, reconciliation, retention  # noqa: E402
-from gridnode.store import transitions as tr  # noqa: E402
 from gridnode.store.deliveries import ItemRow  # noqa: E402
 from gridnode.store.operations import ChainEvent, NewAttempt  # noqa: E402
 
@@ -99,7 +98,7 @@ SIGNED_S, SENT_S, CONFIRMED_S, FINALIZED_S, DELIVERED_S = 1.0, 1.2, 6.0, 20.0, 2
 RECONCILE_AT_S = 2 * 3600 + 30 * 60     # [reconciliation] at = "02:30"
 UNITS_PER_OP = 1_800                   # simulated compute units of one submit_meter_reading
 FEE_LAMPORTS = 5_000
-# Indexes the year needs (migration 0072): their bytes are printed apart.
+# Indexes the year needs (migrations 0072, 0080): their bytes are printed apart.
 YEAR_INDEXES = ("chain_events_operation", "delivery_items_undelivered")
 
 
@@ -435,9 +434,6 @@ class Year:
         for sig, _ in sigs:            # Submitter._record_send
             async with store.write() as tx:
                 await operations.record_sent(tx, sig)
-                for op_id in await operations.carried_by(tx, sig, tr.UNSENT):
-                    await operations.move(tx, op_id, "submitted", reason="sent",
-                                          details={"signature": sig})
         self.clock.t = end + CONFIRMED_S
         landed = {sig: self.slot + 1 for sig, _ in sigs}
         async with store.write() as tx:  # Monitor._apply: one transaction per poll
@@ -461,12 +457,8 @@ class Year:
                     "submitter": str(self.gateway.pubkey()), "timestamp": p["interval_end"]}),
                     landed[sig]))
             async with store.write() as tx:
-                await operations.record_finalized(tx, sig, FEE_LAMPORTS, landed[sig], rows)
-                for op_id in await operations.in_status(tx, [o.op_id for o in batch.ops],
-                                                        tr.IN_FLIGHT):
-                    await operations.move(tx, op_id, "finalized", reason="finalized",
-                                          details={"signature": sig, "slot": landed[sig],
-                                                   "events": len(rows)})
+                await operations.finalize(tx, sig, FEE_LAMPORTS, landed[sig], rows,
+                                          [o.op_id for o in batch.ops])
         self.ops_done += len(due)
         self.txs += len(sigs)
 
@@ -520,7 +512,8 @@ class Year:
               f"transaction): db + wal {total:,} B = {total / 1e9:.3f} GB "
               f"(wal {file_bytes(self.db) - self.db.stat().st_size:,} B); wall {wall:,.0f} s")
         added = sum(index_bytes(self.db, n) or 0 for n in YEAR_INDEXES)
-        print(f"(of which {added:,} B the indexes {' and '.join(YEAR_INDEXES)} of migration 0072)")
+        print(f"(of which {added:,} B the indexes {' and '.join(YEAR_INDEXES)}, migrations 0072 "
+              "and 0080)")
         print("| table (with its indexes) | bytes | rows | bytes/row |")
         print("|---|---|---|---|")
         for t, b in sorted(sizes.items(), key=lambda kv: -kv[1]):

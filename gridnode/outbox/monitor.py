@@ -219,14 +219,8 @@ class Monitor:
                            dumps(jsonable(fields)), txn.get("slot"))
                 for ix_index, events in per_ix.items() for program, name, fields in events]
         async with self.store.write() as tx:
-            await operations.record_finalized(tx, a.signature, meta.get("fee"), txn.get("slot"),
-                                              rows)
-            ops = await operations.in_status(tx, [op_id for op_id, _ in a.ops],
-                                             transitions.IN_FLIGHT)
-            for op_id in ops:
-                await operations.move(tx, op_id, "finalized", reason="finalized",
-                                      details={"signature": a.signature, "slot": txn.get("slot"),
-                                               "events": len(rows)})
+            await operations.finalize(tx, a.signature, meta.get("fee"), txn.get("slot"), rows,
+                                      [op_id for op_id, _ in a.ops])
         self.inflight.discard(a.signature)
         log.debug("transaction finalized", signature=a.signature, ops=len(a.ops), events=len(rows))
         return True

@@ -262,9 +262,6 @@ class Submitter:
             return
         async with self.store.write() as tx:
             await operations.record_sent(tx, sig)
-            for op_id in await operations.carried_by(tx, sig, transitions.UNSENT):
-                await operations.move(tx, op_id, "submitted", reason="sent",
-                                      details={"signature": sig})
 
     async def rebroadcast_once(self) -> int:
         """Send again the latest live signature of every in-flight operation."""

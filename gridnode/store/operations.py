@@ -144,6 +144,15 @@ class ChainEvent:
     slot: int | None
 
 
+CHAIN_EVENT_COLUMNS = "signature, operation_id, program_id, name, data, slot"
+
+
+def chain_event(r: Any) -> ChainEvent:
+    """A ChainEvent from a row of CHAIN_EVENT_COLUMNS."""
+    return ChainEvent(r["signature"], r["operation_id"], r["program_id"], r["name"], r["data"],
+                      r["slot"])
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One audited status change of an operation."""
@@ -174,7 +183,8 @@ def _operation(row: Any) -> Operation:
 async def add(tx: WriteTx, op: NewOperation, status: str = transitions.PENDING,
               details: Mapping[str, Any] | None = None) -> tuple[int, bool]:
     """Insert an operation as `status` (`pending`, or `created` to wait for a submit) unless its
-    idempotency key exists: (id, created). `details` go to the audit row with the key."""
+    idempotency key exists: (id, created). `details` (what the row does not hold) go to its
+    audit row."""
     if status not in transitions.INITIAL:
         raise StoreError(f"an operation starts as one of {sorted(transitions.INITIAL)}, "
                          f"not {status!r}")
@@ -184,9 +194,7 @@ async def add(tx: WriteTx, op: NewOperation, status: str = transitions.PENDING,
         "updated_at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
         (op.tx_type, dumps(op.payload), op.idempotency_key, status, ts, ts))
     if res.rowcount == 1 and res.lastrowid is not None:
-        await tx._audit(ENTITY, res.lastrowid, None, status, "created",
-                        {"tx_type": op.tx_type, "idempotency_key": op.idempotency_key,
-                         **(details or {})}, ts)
+        await tx._audit(ENTITY, res.lastrowid, None, status, "created", details or None, ts)
         return res.lastrowid, True
     row = await tx.fetchone("SELECT id FROM operations WHERE idempotency_key = ?",
                             (op.idempotency_key,))
@@ -327,10 +335,8 @@ async def record_signed(tx: WriteTx, attempt: NewAttempt, ops: Sequence[tuple[in
         (attempt.signature, attempt.serialized, attempt.blockhash,
          attempt.last_valid_block_height, attempt.compute_unit_limit,
          attempt.priority_fee_micro_lamports, ts))
-    details = {"signature": attempt.signature, "batch": len(ops),
-               "last_valid_block_height": attempt.last_valid_block_height,
-               "cu_limit": attempt.compute_unit_limit,
-               "cu_price": attempt.priority_fee_micro_lamports}
+    # The audit row names the attempt; its blockhash, limits and batch are on the attempt's rows.
+    details = {"signature": attempt.signature}
     for op_id, ix_index in ops:
         await tx.execute(
             "INSERT INTO tx_attempt_operations (signature, operation_id, ix_index) "
@@ -350,14 +356,19 @@ async def carried_by(db: Reader, signature: str, wanted: Collection[str]) -> lis
     return [int(r["id"]) for r in rows]
 
 
-async def record_sent(tx: WriteTx, signature: str) -> None:
-    """A send of this transaction was accepted by an endpoint."""
+async def record_sent(tx: WriteTx, signature: str) -> list[int]:
+    """A send of this transaction was accepted by an endpoint: the operations it carries that
+    were not sent yet become `submitted` (returned). The signature is in their `signed` row."""
     ts = now_ms()
     await tx.execute(
         "UPDATE tx_attempts SET observed_status = CASE observed_status WHEN 'unsent' "
         "THEN 'sent' ELSE observed_status END, first_sent_at_ms = COALESCE(first_sent_at_ms, ?), "
         "last_sent_at_ms = ?, send_count = send_count + 1 WHERE signature = ?",
         (ts, ts, signature))
+    moved = await carried_by(tx, signature, transitions.UNSENT)
+    for op_id in moved:
+        await move(tx, op_id, "submitted", reason="sent")
+    return moved
 
 
 async def sendable(db: Reader) -> list[Sendable]:
@@ -404,13 +415,25 @@ async def record_observed(tx: WriteTx, signature: str, observed: str, slot: int 
         (observed, slot, None if err is None else json.dumps(err), now_ms(), signature))
 
 
+async def finalize(tx: WriteTx, signature: str, fee_lamports: int | None, slot: int | None,
+                   events: Sequence[ChainEvent], op_ids: Sequence[int]) -> list[int]:
+    """A transaction is finalized: record it (`record_finalized`) and move those of `op_ids`
+    still in flight to `finalized` (returned). Signature, slot and events stay on their rows."""
+    await record_finalized(tx, signature, fee_lamports, slot, events)
+    moved = await in_status(tx, op_ids, transitions.IN_FLIGHT)
+    for op_id in moved:
+        await move(tx, op_id, "finalized", reason="finalized")
+    return moved
+
+
 async def record_finalized(tx: WriteTx, signature: str, fee_lamports: int | None,
                            slot: int | None, events: Sequence[ChainEvent]) -> None:
     """A transaction is finalized: its fee and slot, and the events decoded from its log."""
     await tx.executemany(
-        "INSERT OR IGNORE INTO chain_events (signature, operation_id, program_id, name, data, "
-        "slot) VALUES (?, ?, ?, ?, ?, ?)",
-        [(e.signature, e.operation_id, e.program_id, e.name, e.data, e.slot) for e in events])
+        "INSERT OR IGNORE INTO chain_events (signature, seq, operation_id, program_id, name, "
+        "data, slot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(e.signature, seq, e.operation_id, e.program_id, e.name, e.data, e.slot)
+         for seq, e in enumerate(events)])
     await tx.execute(
         "UPDATE tx_attempts SET observed_status = 'finalized', fee_lamports = ?, slot = ?, "
         "observed_at_ms = ? WHERE signature = ?", (fee_lamports, slot, now_ms(), signature))
@@ -434,10 +457,8 @@ async def attempt_count(db: Reader) -> int:
 async def events(db: Reader, name: str) -> list[ChainEvent]:
     """The decoded chain events called `name`, in the order they were recorded."""
     rows = await db.fetchall(
-        "SELECT signature, operation_id, program_id, name, data, slot FROM chain_events "
-        "WHERE name = ? ORDER BY id", (name,))
-    return [ChainEvent(r["signature"], r["operation_id"], r["program_id"], r["name"], r["data"],
-                       r["slot"]) for r in rows]
+        f"SELECT {CHAIN_EVENT_COLUMNS} FROM chain_events WHERE name = ? ORDER BY id", (name,))
+    return [chain_event(r) for r in rows]
 
 
 # -- recovery counters -------------------------------------------------------------------------

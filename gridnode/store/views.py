@@ -17,7 +17,14 @@ from typing import Any
 
 from gridnode.store import transitions
 from gridnode.store.db import _Reads
-from gridnode.store.operations import _OP_COLUMNS, ChainEvent, Operation, _operation
+from gridnode.store.operations import (
+    _OP_COLUMNS,
+    CHAIN_EVENT_COLUMNS,
+    ChainEvent,
+    Operation,
+    _operation,
+    chain_event,
+)
 
 
 @dataclass(frozen=True)
@@ -114,10 +121,9 @@ async def stats(db: _Reads, owner: Owner | None) -> Stats:
 async def chain_events_of(db: _Reads, op_id: int) -> list[ChainEvent]:
     """The Anchor events decoded from the operation's finalized transaction."""
     rows = await db.fetchall(
-        "SELECT signature, operation_id, program_id, name, data, slot FROM chain_events "
-        "WHERE operation_id = ? ORDER BY id", (op_id,))
-    return [ChainEvent(r["signature"], r["operation_id"], r["program_id"], r["name"], r["data"],
-                       r["slot"]) for r in rows]
+        f"SELECT {CHAIN_EVENT_COLUMNS} FROM chain_events WHERE operation_id = ? ORDER BY id",
+        (op_id,))
+    return [chain_event(r) for r in rows]
 
 
 async def recent_compute_limit(db: _Reads, tx_type: str, last: int = 20) -> int | None:

@@ -1,0 +1,62 @@
+"""Migrations that reshape tables keep every row of an existing database."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from gridnode.store import Store, operations
+from gridnode.store.migrate import apply, discover
+from gridnode.store.operations import ChainEvent
+
+
+def _at(path: Path, version: int) -> sqlite3.Connection:
+    """A database migrated up to `version` (inclusive), as an older gridnode left it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    apply(conn, [m for m in discover() if m.version <= version])
+    return conn
+
+
+async def test_0080_chain_events_keep_their_rows_and_get_their_place_in_the_log(
+        tmp_path: Path) -> None:
+    db = tmp_path / "gridnode.db"
+    conn = _at(db, 72)
+    conn.execute("INSERT INTO operations (id, tx_type, payload, idempotency_key, status, "
+                 "created_at_ms, updated_at_ms) VALUES (1, 'meter_reading', '{}', 'k1', "
+                 "'finalized', 1, 1), (2, 'meter_reading', '{}', 'k2', 'finalized', 1, 1)")
+    old = [("sigA", 1, "Prog", "MeterReadingSubmitted", '{"v":1}', 10),
+           ("sigB", 2, "Prog", "MeterReadingSubmitted", '{"v":1}', 11),   # same event, other tx
+           ("sigA", 2, "Prog", "MeterReadingSubmitted", '{"v":2}', 10)]
+    conn.executemany("INSERT INTO chain_events (signature, operation_id, program_id, name, data, "
+                     "slot) VALUES (?, ?, ?, ?, ?, ?)", old)
+    conn.close()
+
+    store = await Store.open(db)
+    try:
+        assert 80 in [m.version for m in store.applied_now]
+        rows = await store.fetchall("SELECT id, signature, seq, operation_id, data, slot "
+                                    "FROM chain_events ORDER BY id")
+        assert [(r["id"], r["signature"], r["seq"], r["operation_id"], r["data"], r["slot"])
+                for r in rows] == [(1, "sigA", 0, 1, '{"v":1}', 10),
+                                   (2, "sigB", 0, 2, '{"v":1}', 11),
+                                   (3, "sigA", 1, 2, '{"v":2}', 10)]
+        indexes = {r["name"] for r in await store.fetchall(
+            "SELECT name FROM sqlite_master WHERE tbl_name = 'chain_events' AND type = 'index'")}
+        assert "chain_events_operation" in indexes
+
+        # the same transaction decoded again adds nothing; a new one is recorded in log order
+        again = [ChainEvent("sigA", 1, "Prog", "MeterReadingSubmitted", '{"v":1}', 10),
+                 ChainEvent("sigA", 2, "Prog", "MeterReadingSubmitted", '{"v":2}', 10)]
+        new = [ChainEvent("sigC", 1, "Prog", "OrderMatched", '{"m":1}', 12),
+               ChainEvent("sigC", 1, "Prog", "OrderMatched", '{"m":1}', 12)]  # twice: two events
+        async with store.write() as tx:
+            await operations.record_finalized(tx, "sigA", 5000, 10, again)
+            await operations.record_finalized(tx, "sigC", 5000, 12, new)
+        async with store.write() as tx:
+            await operations.record_finalized(tx, "sigC", 5000, 12, new)
+        got = await store.fetchall("SELECT signature, seq FROM chain_events ORDER BY id")
+        assert [(r["signature"], r["seq"]) for r in got] == [
+            ("sigA", 0), ("sigB", 0), ("sigA", 1), ("sigC", 0), ("sigC", 1)]
+    finally:
+        await store.close()
