@@ -222,3 +222,18 @@ def test_daemon_imports_no_dev_tools_even_where_they_are_installed() -> None:
         and out["anchorpy"]
     assert out["dev"] == []
     assert not out["blocked"]   # the plugin is only held off while anchorpy initialises
+
+
+def test_the_cli_loads_no_http_stack_for_commands_that_send_nothing(tmp_path: Path) -> None:
+    """Every command builds the whole argument parser, webhooks' included: aiohttp (about
+    11 MB and 0.1 s on a Pi-class board) must wait for a command that makes a request."""
+    code = textwrap.dedent("""\
+        import sys
+        from gridnode.cli import main
+        status = main(sys.argv[1:])
+        print("aiohttp" in sys.modules, file=sys.stderr)
+        """)
+    for argv in (["version"], ["webhooks", "list", "--db", str(tmp_path / "g.db")]):
+        r = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True,
+                           text=True, timeout=60)
+        assert r.stderr.strip().splitlines()[-1] == "False", (argv, r.stdout, r.stderr)

@@ -1,11 +1,18 @@
 """What the HTTP destinations (upstream, webhooks) share: one client session, opened on the
-first request and closed with the destination."""
+first request and closed with the destination.
+
+aiohttp is imported with the first session: the CLI, which registers webhooks without sending
+anything, never loads it (about 11 MB and 0.1 s on every command).
+"""
 
 from __future__ import annotations
 
-import aiohttp
+from typing import TYPE_CHECKING
 
 from gridnode import __version__
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class HttpClient:
@@ -16,6 +23,8 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),

@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
 
 from gridnode.config import GridnodeConfig
@@ -163,6 +162,8 @@ class WebhookDestination:
         return out + [Outcome.retry(None, "not sent: an earlier event failed")] * rest
 
     async def _send_one(self, d: Delivery) -> Outcome:
+        import aiohttp  # loaded by the session already; not at import (see deliveries.http)
+
         body = json.dumps(d.payload, separators=(",", ":"), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json",
                    **signing.sign([self.hook.secret], d.idempotency_key, body)}
