@@ -135,7 +135,7 @@ def close_to_sent(db: Path, from_ms: int, to_ms: int) -> tuple[list[float], int]
     """Seconds from each interval's close to its operation's first send, for the intervals
     closed in [from_ms, to_ms); and how many of those were not sent (yet)."""
     rows = query(db, "SELECT i.created_at_ms, (SELECT min(a.first_sent_at_ms) FROM "
-                 "tx_attempt_operations t JOIN tx_attempts a ON a.signature = t.signature "
+                 "tx_attempt_operations t JOIN tx_attempts a ON a.id = t.attempt_id "
                  "WHERE t.operation_id = o.id) FROM intervals i JOIN operations o ON "
                  "o.idempotency_key = 'meter_reading:' || i.meter_id || ':' || i.interval_end "
                  "WHERE i.created_at_ms >= ? AND i.created_at_ms < ?", (from_ms, to_ms))

@@ -173,8 +173,8 @@ async def tx_costs(store: Store, pool: RpcPool) -> dict[str, tuple[float, float,
     "(GRID account creation)"."""
     rows = await store.fetchall(
         "SELECT a.signature, o.tx_type, (SELECT count(*) FROM tx_attempt_operations x "
-        "WHERE x.signature = a.signature) AS n FROM tx_attempts a "
-        "JOIN tx_attempt_operations ao ON ao.signature = a.signature "
+        "WHERE x.attempt_id = a.id) AS n FROM tx_attempts a "
+        "JOIN tx_attempt_operations ao ON ao.attempt_id = a.id "
         "JOIN operations o ON o.id = ao.operation_id WHERE a.observed_status = 'finalized'")
     cu: dict[str, float] = defaultdict(float)
     fee: dict[str, float] = defaultdict(float)

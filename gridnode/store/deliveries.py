@@ -409,7 +409,7 @@ async def operation_facts(db: _Reads, op_id: int) -> OperationFacts | None:
         return None
     landed = await db.fetchone(
         "SELECT a.signature, a.slot FROM tx_attempts a JOIN tx_attempt_operations o "
-        "ON o.signature = a.signature WHERE o.operation_id = ? "
+        "ON o.attempt_id = a.id WHERE o.operation_id = ? "
         "AND a.observed_status IN ('finalized', 'confirmed', 'failed') "
         "ORDER BY a.observed_status = 'finalized' DESC, a.created_at_ms DESC LIMIT 1", (op_id,))
     evs = await db.fetchall("SELECT program_id, name, data, slot FROM chain_events "

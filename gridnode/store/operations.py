@@ -328,7 +328,7 @@ async def record_signed(tx: WriteTx, attempt: NewAttempt, ops: Sequence[tuple[in
     """Persist a signed transaction and move the operations it carries, given as (op id, first
     instruction index), to `signed`: all before the first send."""
     ts = now_ms()
-    await tx.execute(
+    res = await tx.execute(
         "INSERT INTO tx_attempts (signature, serialized, blockhash, last_valid_block_height, "
         "compute_unit_limit, priority_fee_micro_lamports, created_at_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -339,8 +339,8 @@ async def record_signed(tx: WriteTx, attempt: NewAttempt, ops: Sequence[tuple[in
     details = {"signature": attempt.signature}
     for op_id, ix_index in ops:
         await tx.execute(
-            "INSERT INTO tx_attempt_operations (signature, operation_id, ix_index) "
-            "VALUES (?, ?, ?)", (attempt.signature, op_id, ix_index))
+            "INSERT INTO tx_attempt_operations (attempt_id, operation_id, ix_index) "
+            "VALUES (?, ?, ?)", (res.lastrowid, op_id, ix_index))
         await move(tx, op_id, "signed", reason="signed", details=details)
         await tx.execute(
             "UPDATE operations SET attempts = attempts + 1, next_attempt_at_ms = NULL "
@@ -351,7 +351,8 @@ async def carried_by(db: Reader, signature: str, wanted: Collection[str]) -> lis
     """The operations a transaction carries whose status is one of `wanted`."""
     rows = await db.fetchall(
         "SELECT o.id FROM operations o JOIN tx_attempt_operations t ON t.operation_id = o.id "
-        f"WHERE t.signature = ? AND o.status IN ({_marks(len(wanted))}) ORDER BY o.id",
+        "JOIN tx_attempts a ON a.id = t.attempt_id "
+        f"WHERE a.signature = ? AND o.status IN ({_marks(len(wanted))}) ORDER BY o.id",
         (signature, *wanted))
     return [int(r["id"]) for r in rows]
 
@@ -376,7 +377,7 @@ async def sendable(db: Reader) -> list[Sendable]:
     ops, sent = sorted(transitions.UNLANDED), sorted(transitions.ATTEMPT_SENDABLE)
     rows = await db.fetchall(
         "SELECT DISTINCT a.signature, a.serialized, a.last_valid_block_height, a.observed_status "
-        "FROM tx_attempts a JOIN tx_attempt_operations t ON t.signature = a.signature "
+        "FROM tx_attempts a JOIN tx_attempt_operations t ON t.attempt_id = a.id "
         "JOIN operations o ON o.id = t.operation_id "
         f"WHERE o.status IN ({_marks(len(ops))}) AND a.observed_status IN ({_marks(len(sent))})",
         [*ops, *sent])
@@ -390,8 +391,8 @@ async def in_flight(db: Reader) -> dict[str, Attempt]:
     rows = await db.fetchall(
         "SELECT a.signature, a.serialized, a.last_valid_block_height, a.observed_status, "
         "t.operation_id, t.ix_index FROM tx_attempts a "
-        "JOIN tx_attempt_operations t ON t.signature = a.signature "
-        "WHERE t.signature IN (SELECT t2.signature FROM tx_attempt_operations t2 "
+        "JOIN tx_attempt_operations t ON t.attempt_id = a.id "
+        "WHERE t.attempt_id IN (SELECT t2.attempt_id FROM tx_attempt_operations t2 "
         "  JOIN operations o ON o.id = t2.operation_id "
         f"  WHERE o.status IN ({_marks(len(wanted))})) "
         "ORDER BY a.signature, t.ix_index", wanted)
@@ -443,7 +444,7 @@ async def attempts_of(db: Reader, op_id: int) -> list[TxAttempt]:
     """Every transaction ever signed for an operation, oldest first."""
     rows = await db.fetchall(
         f"SELECT {_ATTEMPT_COLUMNS} FROM tx_attempts a "
-        "JOIN tx_attempt_operations o ON o.signature = a.signature "
+        "JOIN tx_attempt_operations o ON o.attempt_id = a.id "
         "WHERE o.operation_id = ? ORDER BY a.created_at_ms", (op_id,))
     return [TxAttempt(**{f.name: r[f.name] for f in fields(TxAttempt)}) for r in rows]
 

@@ -319,7 +319,7 @@ async def op_signature(db: Reader, op_id: int) -> str | None:
     newest one signed)."""
     r = await db.fetchone(
         "SELECT a.signature FROM tx_attempts a JOIN tx_attempt_operations t "
-        "ON t.signature = a.signature WHERE t.operation_id = ? "
+        "ON t.attempt_id = a.id WHERE t.operation_id = ? "
         "ORDER BY (a.observed_status = 'finalized') DESC, a.created_at_ms DESC LIMIT 1",
         (op_id,))
     return None if r is None else str(r["signature"])

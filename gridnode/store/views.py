@@ -130,7 +130,7 @@ async def recent_compute_limit(db: _Reads, tx_type: str, last: int = 20) -> int 
     """The highest compute-unit limit among the last `last` transactions of `tx_type`."""
     row = await db.fetchone(
         "SELECT max(cu) AS cu FROM (SELECT a.compute_unit_limit AS cu FROM tx_attempts a "
-        "JOIN tx_attempt_operations t ON t.signature = a.signature "
+        "JOIN tx_attempt_operations t ON t.attempt_id = a.id "
         "JOIN operations o ON o.id = t.operation_id WHERE o.tx_type = ? "
         "AND a.compute_unit_limit IS NOT NULL ORDER BY a.created_at_ms DESC LIMIT ?)",
         (tx_type, last))
@@ -243,7 +243,7 @@ async def entries_after(db: _Reads, after_id: int, limit: int = ENTRIES_PAGE) ->
         "CASE WHEN a.new_status = 'submitted' AND a.at_ms = o.submitted_at_ms "
         "THEN o.submitted_at_ms - o.created_at_ms END, "
         f"CASE WHEN a.new_status IN ({ends}) THEN coalesce((SELECT x.err FROM tx_attempts x "
-        "JOIN tx_attempt_operations t ON t.signature = x.signature WHERE t.operation_id = o.id "
+        "JOIN tx_attempt_operations t ON t.attempt_id = x.id WHERE t.operation_id = o.id "
         "AND x.err IS NOT NULL ORDER BY x.created_at_ms DESC LIMIT 1), '') END "
         "FROM audit_log a JOIN operations o ON o.id = a.entity_id "
         # `+a.entity`: walk the rowid range from the cursor, not the whole entity index

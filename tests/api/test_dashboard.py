@@ -125,7 +125,7 @@ async def test_the_dashboard_in_a_real_browser(tmp_path: Path,
             async with await node.db() as db:
                 sigs = {r[0] for r in await db.fetchall(
                     "SELECT a.signature FROM tx_attempts a JOIN tx_attempt_operations t "
-                    "ON t.signature = a.signature WHERE t.operation_id = ?", (out["op"],))}
+                    "ON t.attempt_id = a.id WHERE t.operation_id = ?", (out["op"],))}
                 closed = await db.fetchall("SELECT meter_id, operation_id, data FROM events "
                                            "WHERE type = 'interval.closed' ORDER BY id")
                 intervals = await db.fetchall(

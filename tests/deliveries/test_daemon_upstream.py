@@ -142,7 +142,7 @@ async def test_every_finalized_interval_reaches_the_platform_once_through_kills(
                 "SELECT o.id, json_extract(o.payload, '$.meter_id') AS meter, "
                 "json_extract(o.payload, '$.interval_end') AS ends, a.signature FROM operations o "
                 "JOIN tx_attempt_operations t ON t.operation_id = o.id "
-                "JOIN tx_attempts a ON a.signature = t.signature "
+                "JOIN tx_attempts a ON a.id = t.attempt_id "
                 "WHERE a.observed_status = 'finalized'")
             landed = {(r["meter"], r["ends"]): r["signature"] for r in rows}
             for h in held:

@@ -49,8 +49,8 @@ async def test_registered_meters_readings_finalize_in_batches(tmp_path: Path) ->
             assert f'"meter_id":"{e["meter_id"]}"' in ops[e["operation_id"]]["payload"]
         # Readings of many meters for one interval travelled together.
         sizes = await store.fetchall(
-            "SELECT t.signature, count(*) AS n FROM tx_attempt_operations t JOIN operations o "
-            "ON o.id = t.operation_id WHERE o.tx_type = 'meter_reading' GROUP BY t.signature")
+            "SELECT t.attempt_id, count(*) AS n FROM tx_attempt_operations t JOIN operations o "
+            "ON o.id = t.operation_id WHERE o.tx_type = 'meter_reading' GROUP BY t.attempt_id")
         assert max(r["n"] for r in sizes) >= len(meters)
         registered = await store.fetchall(
             "SELECT name FROM chain_events WHERE name IN ('UserRegistered', 'MeterRegistered')")

@@ -89,7 +89,7 @@ async def test_landed_program_error_fails_with_the_anchor_error_name(tmp_path: P
         # the failed transaction's history is kept
         attempts = await store.fetchall(
             "SELECT a.observed_status, a.err FROM tx_attempts a JOIN tx_attempt_operations t "
-            "ON t.signature = a.signature WHERE t.operation_id = ?", (failed["id"],))
+            "ON t.attempt_id = a.id WHERE t.operation_id = ?", (failed["id"],))
         assert [a["observed_status"] for a in attempts] == ["failed"]
         assert '"Custom": 0' in attempts[0]["err"] or '"Custom":0' in attempts[0]["err"]
         await store.close()

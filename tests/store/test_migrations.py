@@ -60,3 +60,40 @@ async def test_0080_chain_events_keep_their_rows_and_get_their_place_in_the_log(
             ("sigA", 0), ("sigB", 0), ("sigA", 1), ("sigC", 0), ("sigC", 1)]
     finally:
         await store.close()
+
+
+async def test_0081_attempts_get_ids_and_operations_keep_their_transactions(
+        tmp_path: Path) -> None:
+    db = tmp_path / "gridnode.db"
+    conn = _at(db, 80)
+    conn.execute("INSERT INTO operations (id, tx_type, payload, idempotency_key, status, "
+                 "created_at_ms, updated_at_ms) VALUES (1, 'meter_reading', '{}', 'k1', "
+                 "'submitted', 1, 1), (2, 'meter_reading', '{}', 'k2', 'submitted', 1, 1), "
+                 "(3, 'meter_reading', '{}', 'k3', 'pending', 1, 1)")
+    for sig, at in (("sigOld", 1), ("sigNew", 2)):
+        conn.execute("INSERT INTO tx_attempts (signature, serialized, blockhash, "
+                     "last_valid_block_height, created_at_ms, observed_status) "
+                     "VALUES (?, x'0102', 'bh', 150, ?, 'sent')", (sig, at))
+    conn.executemany("INSERT INTO tx_attempt_operations (signature, operation_id, ix_index) "
+                     "VALUES (?, ?, ?)", [("sigOld", 1, 0), ("sigOld", 2, 2), ("sigNew", 2, 0)])
+    conn.close()
+
+    store = await Store.open(db)
+    try:
+        assert 81 in [m.version for m in store.applied_now]
+        assert [a.signature for a in await operations.attempts_of(store, 2)] == [
+            "sigOld", "sigNew"]
+        flight = await operations.in_flight(store)
+        assert sorted(flight) == ["sigNew", "sigOld"]
+        assert flight["sigOld"].ops == [(1, 0), (2, 2)] and flight["sigOld"].serialized == b"\1\2"
+        assert await operations.carried_by(store, "sigNew", {"submitted"}) == [2]
+        # a new attempt links by its id
+        async with store.write() as tx:
+            await operations.record_signed(
+                tx, operations.NewAttempt("sig3", b"x", "bh2", 300, 20_000, 1), [(3, 0)])
+        assert [a.signature for a in await operations.attempts_of(store, 3)] == ["sig3"]
+        assert await operations.carried_by(store, "sig3", {"signed"}) == [3]
+        fks = await store.fetchall("PRAGMA foreign_key_check")
+        assert list(fks) == []
+    finally:
+        await store.close()
