@@ -36,11 +36,10 @@ What is shortened or changed, none of it changing a row that is written:
   the writer with `synchronous = OFF` and a 1 GiB page cache (the same file contents, without
   waiting for the disk at each commit); the store's clock (`now_ms`) is the simulated one;
 - the purges run without their pause between batches (wall-clock courtesy to other writers);
-- the schema has no index on chain_events (operation_id), which the upstream item of every
-  finalized reading looks up (`gridnode.store.deliveries.operation_facts`): a full scan per
-  item, quadratic over a year; and the raw purge's upstream rule reads every delivered item of
-  the reading's meter for each reading it considers (no index covers `kind` with the status).
-  The bench adds both indexes (their bytes are printed apart); the rows are the same;
+- the two indexes a year needs (chain_events by operation, for the upstream item of every
+  finalized reading; undelivered items by meter, for the raw purge's upstream rule: without them
+  both lookups are full scans, quadratic over a year) are the store's own (migrations 0072 and
+  0080); their bytes are printed apart;
 - meter health, alerts and API rows (a few per meter) are not written.
 
 Prints the database size (file + -wal) at each simulated month end, and at the end the bytes and
