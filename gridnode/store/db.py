@@ -426,7 +426,13 @@ def _prepare(path: Path, migrations_dir: Path) -> list[migrate.Migration]:
             raise StoreError(f"{path}: cannot switch to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        return migrate.apply(conn, migrate.discover(migrations_dir))
+        applied = migrate.apply(conn, migrate.discover(migrations_dir))
+        if applied and conn.execute("PRAGMA freelist_count").fetchone()[0]:
+            # a migration that rebuilt a table left the old one's pages free: give them back
+            # (a script: the pragma frees one page per step)
+            with contextlib.suppress(sqlite3.Error):
+                conn.executescript("PRAGMA incremental_vacuum;")
+        return applied
     finally:
         conn.close()
 

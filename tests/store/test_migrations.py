@@ -97,3 +97,14 @@ async def test_0081_attempts_get_ids_and_operations_keep_their_transactions(
         assert list(fks) == []
     finally:
         await store.close()
+
+
+async def test_pages_a_rebuild_freed_are_given_back(tmp_path: Path) -> None:
+    """Rebuilding a table frees the old one's pages: a new database must not start with a free
+    list (a full disk would then be found hundreds of rows late, and the file is larger)."""
+    store = await Store.open(tmp_path / "gridnode.db")
+    try:
+        row = await store.fetchone("PRAGMA freelist_count")
+        assert row is not None and row[0] == 0
+    finally:
+        await store.close()
