@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from gridnode.config import ConfigError, ConfigIssue, GridnodeConfig
 from gridnode.config.meters import GenericFields, SerialBus
-from gridnode.meters.bus import BusMeter, BusPoller, BusTiming
 from gridnode.meters.clock import Clock, SystemClock
 from gridnode.meters.health import MeterHealth
-from gridnode.meters.modbus_link import LinkSettings, ModbusLink
-from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
 from gridnode.meters.payloads import FORMATS, PayloadFormat, generic_format
 from gridnode.meters.profiles import Profile, ProfileError, load_profiles
 from gridnode.meters.recorder import MeterEntry, Recorder
 from gridnode.meters.validation import Limits
 from gridnode.store import Store
 from gridnode.types import parse_pubkey
+
+if TYPE_CHECKING:
+    from gridnode.meters.bus import BusMeter, BusPoller, BusTiming
+    from gridnode.meters.modbus_link import LinkSettings
+    from gridnode.meters.mqtt import MqttIngest, MqttMeter
 
 
 def _generic(fields: GenericFields, topic: str) -> PayloadFormat:
@@ -80,6 +82,11 @@ class MetersSubsystem:
         def health(meter_id: str, source: str) -> MeterHealth:
             return MeterHealth(meter_id, source, mc.stale_after_s)
 
+        # pymodbus and paho-mqtt load only for a node that has meters of their kind (each is
+        # several MB of a Pi-class board's memory).
+        if mc.buses:
+            from gridnode.meters.bus import BusMeter, BusPoller, BusTiming
+            from gridnode.meters.modbus_link import LinkSettings, ModbusLink
         bus_specs: list[tuple[str, LinkSettings, BusTiming, list[BusMeter]]] = []
         for b, bus in enumerate(mc.buses):
             bus_name = bus.name or bus.endpoint
@@ -109,6 +116,8 @@ class MetersSubsystem:
         mqtt_meters: list[MqttMeter] = []
         settings = None
         if mc.mqtt is not None:
+            from gridnode.meters.mqtt import MqttIngest, MqttMeter, MqttSettings
+
             q = mc.mqtt
             settings = MqttSettings(
                 host=q.host, port=q.port, client_id=q.client_id or f"gridnode-{cfg.node.id}",
