@@ -143,9 +143,11 @@ class Monitor:
                 await self._decide(tx, op_id, op.status, op.tx_type, sigs, attempts, obs,
                                    failures)
         done = [sig for sig in finalize if await self._finalize(attempts[sig])]
-        if done:    # one line per round, each transaction's own line is at debug
-            log.info("transactions finalized", transactions=len(done),
-                     ops=sum(len(attempts[s].ops) for s in done))
+        if done:
+            # At debug: the periodic summary counts them, and the one info line of a batch is
+            # the meters' "intervals closed".
+            log.debug("transactions finalized", transactions=len(done),
+                      ops=sum(len(attempts[s].ops) for s in done))
         self.last_progress = time.monotonic()
 
     async def _decide(self, tx: WriteTx, op_id: int, status: str, tx_type: str, sigs: list[str],

@@ -118,9 +118,9 @@ class Submitter:
         signed = 0
         for batch in pack(prepared, self.builder.signers.fee_payer, self.outbox.batch_size):
             signed += await self._submit_batch(batch)
-        if signed:    # one line per round, each transaction's own line is at debug
+        if signed:    # at debug, as "transactions finalized": the summary counts them
             self.last_progress = time.monotonic()
-            log.info("operations signed", ops=signed)
+            log.debug("operations signed", ops=signed)
         return signed
 
     async def _reject(self, op_id: int, exc: OperationInvalid) -> None:
