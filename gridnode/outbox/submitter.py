@@ -115,6 +115,7 @@ class Submitter:
         prepared, refused = await self.builder.prepare_many(due)
         for r in refused:
             await self._reject(r.op_id, r.error)
+        _log_refused([(r.op_id, r.error) for r in refused])
         signed = 0
         for batch in pack(prepared, self.builder.signers.fee_payer, self.outbox.batch_size):
             signed += await self._submit_batch(batch)
@@ -132,7 +133,7 @@ class Submitter:
                 await self.recovery.park(tx, op_id, text, {"code": exc.code, **exc.details})
             else:
                 await operations.defer(tx, [op_id], self.outbox.rule_retry_s, text)
-        log.info("operation not sent", op_id=op_id, outcome=exc.outcome, error=text)
+        log.debug("operation not sent", op_id=op_id, outcome=exc.outcome, error=text)
 
     async def _retry_ops(self, ops: list[PreparedOp], kind: str, error: str,
                          delay_s: float = 0.5) -> None:
@@ -280,3 +281,20 @@ class Submitter:
                                                          transitions.UNSENT):
                     await self._record_send(a.signature, outcome)
         return n
+
+
+def _log_refused(refused: list[tuple[int, OperationInvalid]]) -> None:
+    """One info line per outcome and reason of a round (registrations of 50 meters waiting for
+    their owner's are one line, not 50; each operation's own line is at debug)."""
+    groups: dict[tuple[Outcome, str], list[int]] = {}
+    for op_id, exc in refused:
+        groups.setdefault((exc.outcome, exc.code), []).append(op_id)
+    for (outcome, code), ids in groups.items():
+        first = next(exc for i, exc in refused if i == ids[0])
+        log.info("operations not sent", ops=len(ids), outcome=outcome, code=code,
+                 error=f"{code}: {first.message}", op_ids=_ids(ids))
+
+
+def _ids(ids: list[int], shown: int = 5) -> str:
+    head = ",".join(map(str, ids[:shown]))
+    return head if len(ids) <= shown else f"{head},... ({len(ids)})"
