@@ -26,8 +26,11 @@ can be made, otherwise SIGSTOP/SIGCONT in 100 ms periods pinned to one CPU (`tas
 prints whether intervals kept up (closed vs expected, the oldest operation not yet sent at the end)
 and interval close (the operation's creation) -> transaction sent, p50 and p99.
 
-It runs whatever gridnode the interpreter imports (the development venv by default; run it with a
-production install's interpreter for the issue's production figures).
+gridnode runs on `--gridnode-python` (this interpreter by default: the development venv); give a
+production install's interpreter for the issue's production figures, e.g.
+
+    python3 -m venv /tmp/prod && /tmp/prod/bin/pip install -c constraints.txt .
+    .venv/bin/python bench/bench_footprint.py --gridnode-python /tmp/prod/bin/python
 """
 
 from __future__ import annotations
@@ -244,12 +247,12 @@ async def strace_window(pid: int, seconds: float, out: Path) -> dict[str, int] |
     return _calls(out)
 
 
-async def start_node(kids: Children, run: Path, cfg_text: str,
-                     name: str) -> tuple[asyncio.subprocess.Process, list[str]]:
+async def start_node(kids: Children, run: Path, cfg_text: str, name: str,
+                     python: str) -> tuple[asyncio.subprocess.Process, list[str]]:
     cfg = run / f"{name}.toml"
     cfg.write_text(cfg_text)
     log = run / f"{name}.log"
-    node = await kids.start(name, sys.executable, "-m", "gridnode", "run", "-c", str(cfg),
+    node = await kids.start(name, python, "-m", "gridnode", "run", "-c", str(cfg),
                             log=run / f"{name}.stdout.log", stderr_pipe=True)
     assert node.stderr is not None
     lines: list[str] = []
@@ -272,7 +275,7 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
         # 1. RSS at READY without meters
         idle = config_text(run / "idle", bootstrap, 1, 0, a.poll_s, a.interval_minutes)
         idle = idle.split("[[meters.buses]]")[0] + f"[intervals]\nminutes = {a.interval_minutes}\n"
-        node, lines = await start_node(kids, run, idle, "idle")
+        node, lines = await start_node(kids, run, idle, "idle", a.gridnode_python)
         await wait_text(lines, "event=ready", 60)
         await asyncio.sleep(5)
         rss_idle = rss_kib(node.pid) / 1024
@@ -289,7 +292,7 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
         (run / "steady.toml").write_text(text)
         await asyncio.to_thread(register_meters, run / "steady.toml",
                                 [f"soak-{i:03d}" for i in range(1, a.meters + 1)])
-        node, lines = await start_node(kids, run, text, "steady")
+        node, lines = await start_node(kids, run, text, "steady", a.gridnode_python)
         if a.cpu_quota:
             quota = CpuQuota(a.cpu_quota)
             quota.apply(node.pid)
@@ -336,7 +339,7 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
 
         print(f"footprint: {a.meters} SDM630 meters, one Modbus TCP bus, {a.poll_s:g} s poll, "
               f"{a.interval_minutes}-min intervals, localnet; window {d['t'] / 60:.1f} min after "
-              f"{a.warmup_minutes:g} min warm-up; python {sys.executable}")
+              f"{a.warmup_minutes:g} min warm-up; gridnode on {a.gridnode_python}")
         print("| what | measured |")
         print("|---|---|")
         print(f"| RSS at READY, no meters | {rss_idle:.1f} MB |")
@@ -386,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw-days", type=float, default=30.0)
     ap.add_argument("--raw-every-s", type=float, default=60.0)
     ap.add_argument("--keep", type=Path, default=None, help="run directory to keep")
+    ap.add_argument("--gridnode-python", default=sys.executable, metavar="PYTHON",
+                    help="the interpreter that runs gridnode (e.g. a production venv's, "
+                         "gridnode installed from the wheel); the simulators run on this one")
     ap.add_argument("--cpu-quota", type=float, default=None, metavar="PCT",
                     help="hold the measured gridnode to PCT %% of one core (e.g. 10)")
     a = ap.parse_args(argv)
