@@ -41,7 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from gridnode.chain.txtypes import TX_TYPES
-from gridnode.chain.validation import MeterReadingPayload
+from gridnode.chain.validation import (
+    MeterReadingPayload,
+    MeterRegistrationPayload,
+    UserRegistrationPayload,
+)
 from gridnode.store import StoreError, meters, operations
 from gridnode.store.readonly import ReadOnlyStore
 
@@ -213,9 +217,11 @@ READING_EVENT = "MeterReadingSubmitted"     # the oracle program's event for one
 
 async def snapshot(db: Path) -> dict:
     """Counts for the status line, read from gridnode's database without writing to it: the
-    operations of the oracle readings and of the rest (the registrations), the raw readings, the
+    operations of the oracle readings and of the registrations, the raw readings, the
     signed transactions, and the finalized reading events with their sums per interval end."""
     reading = next(t.name for t in TX_TYPES.values() if t.payload is MeterReadingPayload)
+    registration = {t.name for t in TX_TYPES.values()
+                    if t.payload in (UserRegistrationPayload, MeterRegistrationPayload)}
     try:
         async with await ReadOnlyStore.open(db) as store:
             by_type = await operations.status_counts_by_type(store)
@@ -226,7 +232,7 @@ async def snapshot(db: Path) -> dict:
         return {}
     reg: dict[str, int] = {}
     for tx_type, counts in by_type.items():
-        if tx_type != reading:
+        if tx_type in registration:     # the market's operations have lines of their own
             for status, n in counts.items():
                 reg[status] = reg.get(status, 0) + n
     per_interval: dict[int, list[int]] = {}

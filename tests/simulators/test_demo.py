@@ -19,7 +19,11 @@ import pytest
 from solders.pubkey import Pubkey
 
 from gridnode.chain.txtypes import new_operation
-from gridnode.chain.validation import MeterReadingPayload, UserRegistrationPayload
+from gridnode.chain.validation import (
+    MarketClearingPayload,
+    MeterReadingPayload,
+    UserRegistrationPayload,
+)
 from gridnode.store import Store, operations
 from gridnode.store.operations import ChainEvent, NewAttempt
 from simulators.demo import snapshot, status_line
@@ -121,6 +125,8 @@ async def test_the_status_line_counts_what_the_node_stored(tmp_path: Path) -> No
                 ops.append(op_id)
             await operations.add(tx, new_operation(UserRegistrationPayload(
                 user=str(Pubkey.default()), user_type="prosumer", location="x")))
+            # the market's operations are not registrations (they have lines of their own)
+            await operations.add(tx, new_operation(MarketClearingPayload(epoch=1)))
             await operations.record_signed(tx, NewAttempt("sig", b"x", "h", 9, 1, 1),
                                            [(ops[0], 0), (ops[1], 1)])
             for op_id in ops[:2]:
