@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from gridnode.chain.errors import (
     is_blockhash_not_found,
 )
 from gridnode.chain.fees import PriorityFees
-from gridnode.chain.instructions import InstructionBuilder, PreparedOp
+from gridnode.chain.instructions import InstructionBuilder, PreparedOp, Refused
 from gridnode.chain.rpc import RpcEndpoint, RpcPool, RpcRejected, RpcUnavailable
 from gridnode.chain.validation import OperationInvalid, Outcome
 from gridnode.config.chain import ChainConfig
@@ -115,7 +116,7 @@ class Submitter:
         prepared, refused = await self.builder.prepare_many(due)
         for r in refused:
             await self._reject(r.op_id, r.error)
-        _log_refused([(r.op_id, r.error) for r in refused])
+        _log_refused(refused)
         signed = 0
         for batch in pack(prepared, self.builder.signers.fee_payer, self.outbox.batch_size):
             signed += await self._submit_batch(batch)
@@ -283,16 +284,15 @@ class Submitter:
         return n
 
 
-def _log_refused(refused: list[tuple[int, OperationInvalid]]) -> None:
+def _log_refused(refused: Sequence[Refused]) -> None:
     """One info line per outcome and reason of a round (registrations of 50 meters waiting for
     their owner's are one line, not 50; each operation's own line is at debug)."""
-    groups: dict[tuple[Outcome, str], list[int]] = {}
-    for op_id, exc in refused:
-        groups.setdefault((exc.outcome, exc.code), []).append(op_id)
-    for (outcome, code), ids in groups.items():
-        first = next(exc for i, exc in refused if i == ids[0])
-        log.info("operations not sent", ops=len(ids), outcome=outcome, code=code,
-                 error=f"{code}: {first.message}", op_ids=_ids(ids))
+    groups: dict[tuple[Outcome, str], list[Refused]] = {}
+    for r in refused:
+        groups.setdefault((r.error.outcome, r.error.code), []).append(r)
+    for (outcome, code), rs in groups.items():
+        log.info("operations not sent", ops=len(rs), outcome=outcome, code=code,
+                 error=f"{code}: {rs[0].error.message}", op_ids=_ids([r.op_id for r in rs]))
 
 
 def _ids(ids: list[int], shown: int = 5) -> str:

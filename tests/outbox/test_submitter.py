@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from gridnode.chain.instructions import Refused
 from gridnode.chain.validation import InvalidInput, RuleNotMet
 from gridnode.outbox.submitter import _log_refused
 
@@ -14,9 +15,9 @@ def test_a_round_of_refusals_is_one_line_per_outcome_and_reason(
         caplog: pytest.LogCaptureFixture) -> None:
     """50 meter registrations waiting for their owner's are one line, not 50."""
     caplog.set_level(logging.INFO, logger="gridnode.outbox.submitter")
-    waiting = [(i, RuleNotMet("user_not_registered", "user U is not registered on chain"))
+    waiting = [Refused(i, RuleNotMet("user_not_registered", "user U is not registered on chain"))
                for i in range(2, 52)]
-    _log_refused([*waiting, (60, InvalidInput("bad_meter", "meter id too long"))])
+    _log_refused([*waiting, Refused(60, InvalidInput("bad_meter", "meter id too long"))])
     got = [(r.getMessage(), getattr(r, "gridnode_fields", {})) for r in caplog.records
            if r.name == "gridnode.outbox.submitter" and r.levelno == logging.INFO]
     assert [(m, f["ops"], f["code"]) for m, f in got] == [
