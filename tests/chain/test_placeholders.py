@@ -115,27 +115,45 @@ class SvmPool:
         return out
 
 
+def market_with_user() -> tuple[Chain, Keypair, Keypair]:
+    """A chain with the market and registry set up: (chain, the gateway, alice registered)."""
+    chain = Chain()
+    init_market(chain)
+    chain.init_registry()
+    gateway, alice = chain.funded(), chain.funded()
+    chain.register_user(alice)
+    return chain, gateway, alice
+
+
+def cancel_orders(chain: Chain, kp: Keypair, n: int) -> None:
+    """`n` orders of `kp` placed, then cancelled: their PDAs stay taken, the count goes back."""
+    market: Any = chain.idls["trading"].pda("market")
+    for o in [place(chain, "sell", kp, 10, 100) for _ in range(n)]:
+        chain.ok(chain.ix("trading", "cancel_order", {},
+                          {"market": market, "order": o, "authority": kp.pubkey()}), kp)
+
+
+def order_builder(chain: Chain, gateway: Keypair, user: Keypair) -> InstructionBuilder:
+    return InstructionBuilder(load_idls(IDL_DIR), SvmPool(chain),  # type: ignore[arg-type]
+                              Signers.of(gateway, users=[user]))
+
+
+def order_of(user: Keypair, side: str) -> OrderCreationPayload:
+    return OrderCreationPayload(owner=str(user.pubkey()), side=side, energy_amount=10,
+                                price_per_kwh=100)
+
+
 @pytest.mark.parametrize("taken", [1, MAX_PLACEHOLDERS])
 async def test_an_order_behind_placeholders_fits_and_lands(taken: int) -> None:
     """alice's orders at indices 0 .. taken-1 exist and were cancelled (the count is back at
     0): her next order is built behind `taken` placeholders (each signed by a one-off key the
     gateway funds in the same transaction), fits one transaction with its ERC slot and every
     signature, and lands on the program."""
-    chain = Chain()
-    init_market(chain)
-    chain.init_registry()
-    gateway, alice = chain.funded(), chain.funded()
-    chain.register_user(alice)
-    orders = [place(chain, "sell", alice, 10, 100) for _ in range(taken)]
-    for o in orders:
-        chain.ok(chain.ix("trading", "cancel_order", {},
-                          {"market": chain.idls["trading"].pda("market"), "order": o,
-                           "authority": alice.pubkey()}), alice)
+    chain, gateway, alice = market_with_user()
+    cancel_orders(chain, alice, taken)
     assert active_orders(chain) == 0
-    pool = SvmPool(chain)
-    builder = InstructionBuilder(load_idls(IDL_DIR), pool, Signers.of(gateway, users=[alice]))  # type: ignore[arg-type]
-    payload = OrderCreationPayload(owner=str(alice.pubkey()), side="sell", energy_amount=10,
-                                   price_per_kwh=100)
+    builder = order_builder(chain, gateway, alice)
+    payload = order_of(alice, "sell")
     op = await builder._prepare(1, TX_TYPES["order_creation"], payload, {})
     assert len(op.instructions) == 2 * taken + 1 and builder.placeholders == taken
     assert len(op.cosigners) == taken
@@ -160,22 +178,12 @@ async def test_an_order_behind_placeholders_fits_and_lands(taken: int) -> None:
 async def test_the_gateways_own_order_at_the_index_does_not_block() -> None:
     """The owner's and the gateway's order PDAs at the index are both taken (a fixed placeholder
     key deadlocked here): the one-off placeholder key is free, the order lands behind it."""
-    chain = Chain()
-    init_market(chain)
-    chain.init_registry()
-    gateway, alice = chain.funded(), chain.funded()
-    chain.register_user(alice)
-    market: Any = chain.idls["trading"].pda("market")
+    chain, gateway, alice = market_with_user()
     for kp in (alice, gateway):
-        o = place(chain, "sell", kp, 10, 100)
-        chain.ok(chain.ix("trading", "cancel_order", {},
-                          {"market": market, "order": o, "authority": kp.pubkey()}), kp)
+        cancel_orders(chain, kp, 1)
     assert active_orders(chain) == 0
-    builder = InstructionBuilder(load_idls(IDL_DIR), SvmPool(chain),  # type: ignore[arg-type]
-                                 Signers.of(gateway, users=[alice]))
-    payload = OrderCreationPayload(owner=str(alice.pubkey()), side="buy", energy_amount=10,
-                                   price_per_kwh=100)
-    op = await builder._prepare(1, TX_TYPES["order_creation"], payload, {})
+    builder = order_builder(chain, gateway, alice)
+    op = await builder._prepare(1, TX_TYPES["order_creation"], order_of(alice, "buy"), {})
     chain.ok(op.instructions, alice, *op.cosigners, gateway, payer=gateway)
     assert active_orders(chain) == 2
 
@@ -183,20 +191,9 @@ async def test_the_gateways_own_order_at_the_index_does_not_block() -> None:
 async def test_an_owner_with_every_reachable_index_taken_waits() -> None:
     """The owner's order PDAs at n .. n + MAX_PLACEHOLDERS all exist: not built now (RuleNotMet,
     stays pending until other orders move the index)."""
-    chain = Chain()
-    init_market(chain)
-    chain.init_registry()
-    gateway, alice = chain.funded(), chain.funded()
-    chain.register_user(alice)
-    market: Any = chain.idls["trading"].pda("market")
-    orders = [place(chain, "sell", alice, 10, 100) for _ in range(MAX_PLACEHOLDERS + 1)]
-    for o in orders:
-        chain.ok(chain.ix("trading", "cancel_order", {},
-                          {"market": market, "order": o, "authority": alice.pubkey()}), alice)
-    builder = InstructionBuilder(load_idls(IDL_DIR), SvmPool(chain),  # type: ignore[arg-type]
-                                 Signers.of(gateway, users=[alice]))
-    payload = OrderCreationPayload(owner=str(alice.pubkey()), side="buy", energy_amount=10,
-                                   price_per_kwh=100)
+    chain, gateway, alice = market_with_user()
+    cancel_orders(chain, alice, MAX_PLACEHOLDERS + 1)
+    builder = order_builder(chain, gateway, alice)
     with pytest.raises(RuleNotMet, match="order PDAs"):
-        await builder._prepare(1, TX_TYPES["order_creation"], payload, {})
+        await builder._prepare(1, TX_TYPES["order_creation"], order_of(alice, "buy"), {})
     assert Read.ORDER_INDEX in TX_TYPES["order_creation"].readers
