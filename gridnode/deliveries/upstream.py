@@ -190,7 +190,7 @@ class UpstreamDestination:
         headers = {"Content-Type": "application/json", "Idempotency-Key": f'"{msg_id}"',
                    **signing.sign(self.secrets, msg_id, body)}
         async with self.http.session().post(self.url, data=body, headers=headers,
-                                       allow_redirects=False) as resp:
+                                            allow_redirects=False) as resp:
             status = resp.status
             text = await resp.text(errors="replace")
             answer = f"HTTP {status}: {text[:ANSWER_MAX]}"

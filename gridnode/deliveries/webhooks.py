@@ -169,7 +169,7 @@ class WebhookDestination:
                    **signing.sign([self.hook.secret], d.idempotency_key, body)}
         try:
             async with self.http.session().post(self.hook.url, data=body, headers=headers,
-                                           allow_redirects=False) as resp:
+                                                allow_redirects=False) as resp:
                 status = resp.status
                 text = await resp.text(errors="replace")
                 after = retry_after(resp.headers.get("Retry-After"))
