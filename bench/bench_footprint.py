@@ -64,8 +64,8 @@ from bench_soak import (  # noqa: E402 - the soak's process and measuring helper
 
 from simulators.demo import free_port, wait_file  # noqa: E402
 
-OP_TABLES = ("operations", "audit_log", "tx_attempts", "tx_attempt_operations", "chain_events",
-             "events")
+OP_TABLES = ("operations", "audit_log", "tx_attempts", "tx_bytes", "tx_attempt_operations",
+             "chain_events", "events")
 CLK_TCK = 100
 
 

@@ -19,8 +19,9 @@ store functions through every interval of the year:
 - deliveries: the upstream destination (`UpstreamDestination.select` and the engine's `step`:
   capture, send, record), whose platform accepts every item (the HTTP request is not made);
 - the daily reconciliation row (`gridnode.store.reconciliation`, a report of a real run's shape);
-- retention: `purge_raw` and `purge_events` every `[retention] every_s` of simulated time with
-  cutoffs from the simulated clock, `raw_days` and `event_days` at their defaults.
+- retention: `purge_raw`, `purge_events` and `purge_details` every `[retention] every_s` of
+  simulated time with cutoffs from the simulated clock, `raw_days`, `event_days` and
+  `detail_days` at their defaults.
 
 What is shortened or changed, none of it changing a row that is written:
 - readings: each meter's readings at 0, 60, ..., 840 s (one every raw_every_s) and 890 s of every
@@ -73,6 +74,7 @@ from gridnode.chain.assembly import Batch, build_transaction, compute_limit, pac
 from gridnode.chain.idl import load_idls  # noqa: E402
 from gridnode.chain.instructions import BuilderSettings, InstructionBuilder  # noqa: E402
 from gridnode.chain.signers import Signers  # noqa: E402
+from gridnode.chain.txtypes import DETAILS_EXPIRE  # noqa: E402
 from gridnode.config.chain import ChainConfig  # noqa: E402
 from gridnode.config.meters import MetersConfig  # noqa: E402
 from gridnode.config.outbox import OutboxConfig  # noqa: E402
@@ -311,7 +313,7 @@ class Year:
         wall0 = time.monotonic()
         print(f"simulating {a.days:g} days: {a.meters} meters, {INTERVAL_S // 60}-min intervals, "
               f"raw_every_s={self.mc.raw_every_s:g}, raw_days={self.rc.raw_days:g}, "
-              f"event_days={self.rc.event_days:g}, retention every {self.rc.every_s:g} s, "
+              f"event_days={self.rc.event_days:g}, detail_days={self.rc.detail_days:g}, retention every {self.rc.every_s:g} s, "
               f"outbox batch_size={self.oc.batch_size}, upstream batch_size={self.uc.batch_size}; "
               f"db {self.db}", flush=True)
         print("| simulated month end | db + wal | raw readings | operations | events | "
@@ -358,6 +360,10 @@ class Year:
                 self.clock.t = next_purge + 5
                 cut = int((next_purge + 5 - self.rc.event_days * 86400) * 1000)
                 await retention.purge_events(store, cut, self.rc.batch, pause_s=0)
+                self.clock.t = next_purge + 10
+                cut = int((next_purge + 10 - self.rc.detail_days * 86400) * 1000)
+                await retention.purge_details(store, cut, DETAILS_EXPIRE, self.rc.batch,
+                                              pause_s=0)
                 next_purge += int(self.rc.every_s)
             if now >= month_end.timestamp() or k == n_intervals:
                 size = file_bytes(self.db)

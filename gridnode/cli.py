@@ -249,8 +249,10 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
                  f"blockhash={a.blockhash} lvbh={a.last_valid_block_height}"
                  + (f" slot={a.slot}" if a.slot is not None else "")
                  + (f" err={a.err}" if a.err else ""))
-        _out("history:")
-        for h in await operations.history(store, args.id):
+        history = await operations.history(store, args.id)
+        _out("history:" if history else "history: deleted by retention ([retention] "
+             "detail_days); the times above are its steps")
+        for h in history:
             _out(f"  {_iso(h.at_ms)} {h.old_status or '-'} -> {h.new_status}: "
                  f"{h.reason}" + (f" {h.details}" if h.details else ""))
         return EXIT_OK

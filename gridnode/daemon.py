@@ -35,6 +35,7 @@ from solders.keypair import Keypair
 
 from gridnode.alerts import AlertsSubsystem
 from gridnode.chain.signers import Signers
+from gridnode.chain.txtypes import DETAILS_EXPIRE
 from gridnode.config import ConfigError, ConfigIssue, GridnodeConfig
 from gridnode.config.machine import check_machine
 from gridnode.keys import load_configured_keypairs
@@ -438,6 +439,24 @@ def _scheduler(config: GridnodeConfig, store: Store) -> AsyncIOScheduler:
         sched.add_job(purge_events, "interval", seconds=rc.every_s, id="retention-events",
                       next_run_time=datetime.datetime.now(datetime.UTC) + datetime.timedelta(
                           seconds=min(RETENTION_FIRST_RUN_S, rc.every_s) + 5),
+                      replace_existing=True)
+    if rc.detail_days > 0:
+        async def purge_details() -> None:    # oracle readings finalized long ago, plain ones
+            cutoff = int((time.time() - rc.detail_days * 86400) * 1000)
+            try:
+                done = await retention.purge_details(store, cutoff, DETAILS_EXPIRE, rc.batch)
+            except StoreError as exc:
+                log.warning("detail purge failed", error=str(exc))
+                return
+            if done.operations:
+                log.info("operation details purged", operations=done.operations,
+                         audit_rows=done.audit_rows, chain_events=done.chain_events,
+                         transactions=done.transactions, freed_pages=done.freed_pages,
+                         detail_days=rc.detail_days)
+
+        sched.add_job(purge_details, "interval", seconds=rc.every_s, id="retention-details",
+                      next_run_time=datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+                          seconds=min(RETENTION_FIRST_RUN_S, rc.every_s) + 10),
                       replace_existing=True)
     if config.reconciliation.enabled and config.chain is not None:
         from gridnode.settlement import reconciliation  # daily, and what was missed at start

@@ -39,6 +39,10 @@ Outcomes a row declares as data (the outbox applies them to every type alike):
                     transaction, paid by the signer; an absent other account is invalid input
     distinct        a payload field whose value may appear only once per transaction (a meter's
                     second mint in the same transaction would find nothing left and fail the batch)
+    details_expire  nothing reads a finalized operation's audit trail, decoded events or signed
+                    bytes once delivered: after [retention] detail_days they go, the row stays
+                    (gridnode.store.retention); types whose events reconciliation or the market
+                    reads again keep them
 
 Order placeholders (order_creation): the trading program puts an order at the PDA ["order",
 authority, market.active_orders] and orders are never closed, while active_orders goes down again
@@ -150,6 +154,7 @@ class TxType:
     done_on: Mapping[int, str] = field(default_factory=dict)  # error code -> why it is done
     token_accounts: tuple[TokenAccount, ...] = ()  # created when absent (associated accounts)
     distinct: str | None = None      # payload field: one value per transaction
+    details_expire: bool = False     # audit, events and signed bytes go after detail_days
 
     def parse(self, raw: Mapping[str, Any]) -> Payload:
         """The stored payload as this type's model; InvalidInput names the field and the rule."""
@@ -243,6 +248,7 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
         checks=(Check.METER_ACTIVE,),
         key=("meter_id", "interval_end"),
         aged_by="interval_end",
+        details_expire=True,
         instructions=(
             Ix("oracle", "submit_meter_reading",
                args={"meter_id": "payload.meter_id", "energy_produced": "payload.energy_produced_wh",
@@ -438,6 +444,8 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
 
 _BY_MODEL: dict[type[Payload], TxType] = {t.payload: t for t in TX_TYPES.values()}
 assert len(_BY_MODEL) == len(TX_TYPES), "each tx type has its own payload model"
+# The types whose finalized operations' details the retention job deletes.
+DETAILS_EXPIRE: frozenset[str] = frozenset(t.name for t in TX_TYPES.values() if t.details_expire)
 
 
 def tx_type(name: str) -> TxType:

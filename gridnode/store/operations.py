@@ -82,10 +82,10 @@ class NewAttempt:
 
 @dataclass(frozen=True, slots=True)
 class TxAttempt:
-    """One row of `tx_attempts`: a signed transaction and what was observed of it."""
+    """One row of `tx_attempts`: a signed transaction and what was observed of it (its bytes are
+    in `tx_bytes` until retention deletes them)."""
 
     signature: str
-    serialized: bytes
     blockhash: str
     last_valid_block_height: int
     compute_unit_limit: int | None
@@ -329,12 +329,13 @@ async def record_signed(tx: WriteTx, attempt: NewAttempt, ops: Sequence[tuple[in
     instruction index), to `signed`: all before the first send."""
     ts = now_ms()
     res = await tx.execute(
-        "INSERT INTO tx_attempts (signature, serialized, blockhash, last_valid_block_height, "
+        "INSERT INTO tx_attempts (signature, blockhash, last_valid_block_height, "
         "compute_unit_limit, priority_fee_micro_lamports, created_at_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (attempt.signature, attempt.serialized, attempt.blockhash,
-         attempt.last_valid_block_height, attempt.compute_unit_limit,
-         attempt.priority_fee_micro_lamports, ts))
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (attempt.signature, attempt.blockhash, attempt.last_valid_block_height,
+         attempt.compute_unit_limit, attempt.priority_fee_micro_lamports, ts))
+    await tx.execute("INSERT INTO tx_bytes (attempt_id, serialized) VALUES (?, ?)",
+                     (res.lastrowid, attempt.serialized))
     # The audit row names the attempt; its blockhash, limits and batch are on the attempt's rows.
     details = {"signature": attempt.signature}
     for op_id, ix_index in ops:
@@ -376,8 +377,9 @@ async def sendable(db: Reader) -> list[Sendable]:
     """The transactions of unlanded operations not yet seen on chain: re-broadcast them."""
     ops, sent = sorted(transitions.UNLANDED), sorted(transitions.ATTEMPT_SENDABLE)
     rows = await db.fetchall(
-        "SELECT DISTINCT a.signature, a.serialized, a.last_valid_block_height, a.observed_status "
-        "FROM tx_attempts a JOIN tx_attempt_operations t ON t.attempt_id = a.id "
+        "SELECT DISTINCT a.signature, b.serialized, a.last_valid_block_height, a.observed_status "
+        "FROM tx_attempts a JOIN tx_bytes b ON b.attempt_id = a.id "
+        "JOIN tx_attempt_operations t ON t.attempt_id = a.id "
         "JOIN operations o ON o.id = t.operation_id "
         f"WHERE o.status IN ({_marks(len(ops))}) AND a.observed_status IN ({_marks(len(sent))})",
         [*ops, *sent])
@@ -389,8 +391,8 @@ async def in_flight(db: Reader) -> dict[str, Attempt]:
     """Every transaction of every in-flight operation, with all the operations it carries."""
     wanted = sorted(transitions.IN_FLIGHT)
     rows = await db.fetchall(
-        "SELECT a.signature, a.serialized, a.last_valid_block_height, a.observed_status, "
-        "t.operation_id, t.ix_index FROM tx_attempts a "
+        "SELECT a.signature, b.serialized, a.last_valid_block_height, a.observed_status, "
+        "t.operation_id, t.ix_index FROM tx_attempts a JOIN tx_bytes b ON b.attempt_id = a.id "
         "JOIN tx_attempt_operations t ON t.attempt_id = a.id "
         "WHERE t.attempt_id IN (SELECT t2.attempt_id FROM tx_attempt_operations t2 "
         "  JOIN operations o ON o.id = t2.operation_id "

@@ -1,17 +1,22 @@
-"""Retention: which raw readings may go, deleted in small batches, and the file shrunk after.
+"""Retention: which raw readings, events and operation details may go, deleted in small
+batches, and the file shrunk after.
 
 A raw reading may be deleted when every rule in RAW_RULES holds for it. Each rule is an SQL
 condition on the reading ``r`` (a row of readings), with named parameters: old enough, its
 interval finalized on chain, and (with an upstream destination) delivered upstream. Each batch
 is its own short write transaction, so the one writer (meter readings, the outbox) never waits
-long behind a purge.
+long behind a purge. Events and the details of finalized operations follow below, each with
+its rule.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
+from gridnode.store import transitions
 from gridnode.store.db import Store
 
 # The reading is older than the retention period.
@@ -166,3 +171,119 @@ async def purge_events(store: Store, cutoff_ms: int, batch: int, pause_s: float 
         await asyncio.sleep(pause_s)
     freed = await incremental_vacuum(store) if n_events or n_items else 0
     return EventPurgeResult(n_events, n_items, batches, freed, bound)
+
+
+# -- details of finalized operations -----------------------------------------------------------
+# A finalized operation of a type whose details expire keeps its row (payload, key, status, the
+# times of each step), its link to the transaction and the transaction's row with its signature,
+# slot and fee. After the retention period what only served its way to finality goes: the audit
+# trail (the row's own times say the same for a plain lifecycle), its decoded chain events, and
+# the transaction's signed bytes once the transaction is finalized. An operation whose way was
+# not plain (more than one transaction, an error on the way) keeps everything, and so does one
+# that is not finalized yet when the walk passes it: they are what an operator looks into.
+# With a delivery destination, only what every destination has taken goes (the upstream item of
+# an interval carries its decoded events).
+
+DETAIL_CURSOR = "operation_details"
+
+
+@dataclass(frozen=True, slots=True)
+class DetailPurgeResult:
+    operations: int         # operations whose details went
+    audit_rows: int
+    chain_events: int
+    transactions: int       # transactions whose signed bytes went
+    batches: int
+    freed_pages: int
+
+
+async def detail_cutoff(store: Store, cutoff_ms: int) -> int:
+    """`cutoff_ms`, or earlier: the time of the oldest event some destination has not taken yet
+    (an operation finalized before it has had every event of its finalization taken)."""
+    bound = await event_bound(store)
+    if bound is None:
+        return cutoff_ms
+    row = await store.fetchone("SELECT at_ms FROM events WHERE id > ? ORDER BY id LIMIT 1",
+                               (bound,))
+    return cutoff_ms if row is None else min(cutoff_ms, int(row["at_ms"]))
+
+
+def _detail_verdict(op: Any, cutoff_ms: int, tx_types: Collection[str]) -> bool | None:
+    """True: the operation's details go; False: they stay for good (the walk passes it); None:
+    not yet judged (the walk waits here: the operation is young or still on its way)."""
+    if op["created_at_ms"] >= cutoff_ms:
+        return None
+    if op["tx_type"] not in tx_types:
+        return False
+    if op["status"] not in transitions.FINAL:
+        return None                   # on its way: it finalizes or parks in bounded time
+    if op["status"] != "finalized":
+        return False
+    if op["finalized_at_ms"] is None or op["finalized_at_ms"] >= cutoff_ms:
+        return None
+    return op["attempts"] == 1 and op["last_error"] is None and op["links"] == 1
+
+
+async def delete_details_batch(store: Store, cutoff_ms: int, tx_types: Collection[str],
+                               limit: int) -> tuple[int, int, int, int, int]:
+    """Judge the next `limit` operations after the cursor, oldest first, and delete the details
+    of those the rule allows (one short write transaction). The walk stops at the first
+    operation not yet judged (young, or still on its way). Returns (passed, operations, audit
+    rows, chain events, transactions)."""
+    async with store.write() as tx:
+        row = await tx.fetchone("SELECT position FROM retention_cursors WHERE name = ?",
+                                (DETAIL_CURSOR,))
+        after = int(row["position"]) if row is not None else 0
+        ops = await tx.fetchall(
+            "SELECT o.id, o.tx_type, o.status, o.created_at_ms, o.finalized_at_ms, o.attempts, "
+            "o.last_error, (SELECT count(*) FROM tx_attempt_operations t "
+            "WHERE t.operation_id = o.id) AS links "
+            "FROM operations o WHERE o.id > ? ORDER BY o.id LIMIT ?", (after, limit))
+        passed: list[int] = []
+        gone: list[int] = []
+        for op in ops:
+            verdict = _detail_verdict(op, cutoff_ms, tx_types)
+            if verdict is None:
+                break
+            passed.append(int(op["id"]))
+            if verdict:
+                gone.append(int(op["id"]))
+        audit = events = txs = 0
+        for i in range(0, len(gone), 500):
+            chunk = gone[i:i + 500]
+            m = ",".join("?" * len(chunk))
+            audit += (await tx.execute(
+                f"DELETE FROM audit_log WHERE entity = 'operation' AND entity_id IN ({m})",
+                chunk)).rowcount
+            events += (await tx.execute(
+                f"DELETE FROM chain_events WHERE operation_id IN ({m})", chunk)).rowcount
+            txs += (await tx.execute(      # a finalized transaction is never sent again
+                "DELETE FROM tx_bytes WHERE attempt_id IN (SELECT t.attempt_id FROM "
+                "tx_attempt_operations t JOIN tx_attempts a ON a.id = t.attempt_id "
+                f"WHERE t.operation_id IN ({m}) AND a.observed_status = 'finalized')",
+                chunk)).rowcount
+        if passed:
+            await tx.execute(
+                "INSERT INTO retention_cursors (name, position) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (DETAIL_CURSOR, passed[-1]))
+    return len(passed), len(gone), audit, events, txs
+
+
+async def purge_details(store: Store, cutoff_ms: int, tx_types: Collection[str], batch: int,
+                        pause_s: float = 0.05, max_batches: int = 10_000) -> DetailPurgeResult:
+    """Delete the details of finalized operations of `tx_types` finalized before `cutoff_ms`
+    (and taken by every delivery destination), `batch` operations per write transaction, then
+    shrink the file."""
+    cutoff_ms = await detail_cutoff(store, cutoff_ms)
+    ops = audit = events = txs = batches = 0
+    while batches < max_batches and tx_types:
+        looked, n_ops, n_audit, n_events, n_txs = await delete_details_batch(
+            store, cutoff_ms, tx_types, batch)
+        batches += 1
+        ops, audit, events, txs = ops + n_ops, audit + n_audit, events + n_events, txs + n_txs
+        if looked < batch:
+            break
+        await asyncio.sleep(pause_s)
+    freed = await incremental_vacuum(store) if ops else 0
+    return DetailPurgeResult(ops, audit, events, txs, batches, freed)

@@ -108,3 +108,29 @@ async def test_pages_a_rebuild_freed_are_given_back(tmp_path: Path) -> None:
         assert row is not None and row[0] == 0
     finally:
         await store.close()
+
+
+async def test_0082_signed_bytes_move_to_their_own_table(tmp_path: Path) -> None:
+    db = tmp_path / "gridnode.db"
+    conn = _at(db, 81)
+    conn.execute("INSERT INTO operations (id, tx_type, payload, idempotency_key, status, "
+                 "created_at_ms, updated_at_ms) VALUES (1, 'meter_reading', '{}', 'k1', "
+                 "'submitted', 1, 1)")
+    conn.execute("INSERT INTO tx_attempts (id, signature, serialized, blockhash, "
+                 "last_valid_block_height, created_at_ms, observed_status) "
+                 "VALUES (7, 'sig', x'0a0b0c', 'bh', 150, 1, 'sent')")
+    conn.execute("INSERT INTO tx_attempt_operations (attempt_id, operation_id, ix_index) "
+                 "VALUES (7, 1, 0)")
+    conn.close()
+
+    store = await Store.open(db)
+    try:
+        assert 82 in [m.version for m in store.applied_now]
+        columns = {r["name"] for r in await store.fetchall("PRAGMA table_info(tx_attempts)")}
+        assert "serialized" not in columns and "signature" in columns
+        [sendable] = await operations.sendable(store)
+        assert (sendable.signature, sendable.serialized) == ("sig", b"\x0a\x0b\x0c")
+        assert (await operations.in_flight(store))["sig"].serialized == b"\x0a\x0b\x0c"
+        assert list(await store.fetchall("PRAGMA foreign_key_check")) == []
+    finally:
+        await store.close()

@@ -1,5 +1,7 @@
 """Retention of raw readings: only old readings of finalized intervals go, in small batches, the
-file shrinks after (auto_vacuum = INCREMENTAL), and the daemon's scheduler runs the purge."""
+file shrinks after (auto_vacuum = INCREMENTAL), and the daemon's scheduler runs the purge. And of
+finalized operations' details: only those of plain oracle readings, once every destination has
+taken them."""
 
 from __future__ import annotations
 
@@ -10,12 +12,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from solders.pubkey import Pubkey
 
 from gridnode import daemon
+from gridnode.chain.txtypes import new_operation
+from gridnode.chain.validation import MeterReadingPayload, UserRegistrationPayload
 from gridnode.config import parse_config
 from gridnode.meters.reading import Reading
 from gridnode.meters.recorder import Recorder
-from gridnode.store import Store, retention
+from gridnode.store import Store, deliveries, dumps, operations, retention
+from gridnode.store.operations import ChainEvent, NewAttempt
 from gridnode.systemd import Notifier
 from gridnode.testing import ManualClock, drain
 from tests.meters.conftest import entry, running
@@ -125,3 +131,141 @@ async def test_the_daemon_schedules_the_purge(tmp_path: Path, monkeypatch: pytes
         assert c.execute("SELECT count(*) FROM readings").fetchone()[0] == n_before - 180
     assert not [r for r in caplog.records if r.name.startswith("apscheduler")
                 and r.levelno < logging.WARNING]
+
+
+# -- details of finalized operations -----------------------------------------------------------
+
+async def _submit(store: Store, ops: list[int], sig: str) -> None:
+    """Sign and send one transaction carrying `ops`, as the submitter does."""
+    async with store.write() as tx:
+        await operations.record_signed(tx, NewAttempt(sig, b"signed " + sig.encode(), "bh", 150,
+                                                      20_000, 1),
+                                       [(o, i) for i, o in enumerate(ops)])
+        await operations.record_sent(tx, sig)
+
+
+async def _land(store: Store, ops: list[int], sig: str) -> None:
+    """The transaction is finalized with one decoded event per operation, as the monitor records."""
+    async with store.write() as tx:
+        await operations.record_observed(tx, sig, "finalized", 77, None)
+        await operations.finalize(tx, sig, 5000, 77, [
+            ChainEvent(sig, o, "Oracle", "MeterReadingSubmitted", dumps({"op": o}), 77)
+            for o in ops], ops)
+
+
+async def _reading_ops(store: Store, meters: list[str], end: int) -> list[int]:
+    async with store.write() as tx:
+        return [(await operations.add(tx, new_operation(MeterReadingPayload(
+            meter_id=m, interval_start=end - L, interval_end=end, energy_produced_wh=1,
+            energy_consumed_wh=2))))[0] for m in meters]
+
+
+async def _details(store: Store, op_id: int) -> tuple[int, int, int]:
+    """(audit rows, chain events, transactions with their signed bytes) of an operation."""
+    audit = len(await operations.history(store, op_id))
+    events = len(await store.fetchall("SELECT 1 FROM chain_events WHERE operation_id = ?",
+                                      (op_id,)))
+    signed = len(await store.fetchall(
+        "SELECT 1 FROM tx_bytes b JOIN tx_attempt_operations t ON t.attempt_id = b.attempt_id "
+        "WHERE t.operation_id = ?", (op_id,)))
+    return audit, events, signed
+
+
+async def test_details_of_plain_finalized_readings_go_the_rest_stays(store: Store) -> None:
+    plain = await _reading_ops(store, ["a", "b"], B0)
+    await _submit(store, plain, "sig-plain")
+    await _land(store, plain, "sig-plain")
+    [twice] = await _reading_ops(store, ["c"], B0)       # its first transaction expired
+    await _submit(store, [twice], "sig-expired")
+    async with store.write() as tx:
+        await operations.record_observed(tx, "sig-expired", "expired", None, None)
+        await operations.move(tx, twice, "expired", reason="blockhash expired")
+        await operations.move(tx, twice, "pending", reason="re-sign")
+    await _submit(store, [twice], "sig-again")
+    await _land(store, [twice], "sig-again")
+    async with store.write() as tx:                       # a type whose events are read again
+        [other] = [(await operations.add(tx, new_operation(UserRegistrationPayload(
+            user=str(Pubkey.new_unique()), user_type="prosumer", location="here"),
+            "user_registration:x")))[0]]
+    await _submit(store, [other], "sig-other")
+    await _land(store, [other], "sig-other")
+    [on_its_way] = await _reading_ops(store, ["d"], B0)
+    await _submit(store, [on_its_way], "sig-flying")
+    [behind] = await _reading_ops(store, ["e"], B0)      # finalized, after the one on its way
+    await _submit(store, [behind], "sig-behind")
+    await _land(store, [behind], "sig-behind")
+    await asyncio.sleep(0.01)
+    cutoff = operations.now_ms()
+    before = {o: await _details(store, o) for o in (*plain, twice, other, on_its_way, behind)}
+    assert before[plain[0]] == (4, 1, 1) and before[twice] == (8, 1, 2)
+
+    done = await retention.purge_details(store, cutoff, {"meter_reading"}, batch=2, pause_s=0)
+    after = {o: await _details(store, o) for o in before}
+    assert after[plain[0]] == after[plain[1]] == (0, 0, 0)
+    assert (done.operations, done.audit_rows, done.chain_events, done.transactions) == (2, 8, 2, 1)
+    # kept: more than one transaction, another type, and what the walk has not reached
+    for kept in (twice, other, on_its_way, behind):
+        assert after[kept] == before[kept], kept
+    # the rows, their times and signatures stay
+    op = await operations.get(store, plain[0])
+    assert op is not None and op.status == "finalized" and op.finalized_at_ms is not None
+    assert [a.signature for a in await operations.attempts_of(store, plain[0])] == ["sig-plain"]
+
+    # the walk waits at the operation still on its way; once it lands, it goes on from there
+    await _land(store, [on_its_way], "sig-flying")
+    again = await retention.purge_details(store, cutoff, {"meter_reading"}, batch=2, pause_s=0)
+    assert again.operations == 0                           # landed after the cutoff: not yet
+    later = await retention.purge_details(store, operations.now_ms() + 1, {"meter_reading"},
+                                          batch=2, pause_s=0)
+    assert later.operations == 2                           # on_its_way and behind, nothing twice
+    assert await _details(store, on_its_way) == await _details(store, behind) == (0, 0, 0)
+    assert await _details(store, twice) == before[twice]
+    # a restart of the walk finds nothing left to judge
+    assert (await retention.purge_details(store, operations.now_ms() + 1, {"meter_reading"},
+                                          batch=2, pause_s=0)).operations == 0
+
+
+async def test_details_wait_for_every_delivery_destination(store: Store) -> None:
+    ops = await _reading_ops(store, ["a"], B0)
+    await _submit(store, ops, "sig")
+    await _land(store, ops, "sig")
+    async with store.write() as tx:            # a destination that has taken nothing yet
+        await deliveries.ensure_destination(tx, "upstream", "upstream")
+    cutoff = operations.now_ms() + 1
+    assert (await retention.purge_details(store, cutoff, {"meter_reading"}, 10,
+                                          pause_s=0)).operations == 0
+    newest = (await store.fetchone("SELECT max(id) FROM events"))[0]
+    async with store.write() as tx:            # it took everything
+        await deliveries.capture(tx, "upstream", 0, newest, [])
+    assert (await retention.purge_details(store, cutoff, {"meter_reading"}, 10,
+                                          pause_s=0)).operations == 1
+
+
+async def test_the_daemon_schedules_the_detail_purge(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    state = tmp_path / "state"
+    state.mkdir()
+    store = await Store.open(state / "gridnode.db")
+    try:
+        ops = await _reading_ops(store, ["a", "b"], B0)
+        await _submit(store, ops, "sig")
+        await _land(store, ops, "sig")
+        cfg = parse_config(f'[node]\ndata_dir = "{state}"\n[retention]\ndetail_days = 1\n')
+        sched = daemon._scheduler(cfg, store)
+        job = sched.get_job("retention-details")
+        assert job is not None and job.trigger.interval.total_seconds() == cfg.retention.every_s
+        await job.func()                                  # finalized just now: kept
+        assert await _details(store, ops[0]) == (4, 1, 1)
+        day_later = operations.now_ms() + 86_400_000 + 1000
+        monkeypatch.setattr(daemon.time, "time", lambda: day_later / 1000)
+        await job.func()
+        assert await _details(store, ops[0]) == await _details(store, ops[1]) == (0, 0, 0)
+        [line] = [getattr(r, "gridnode_fields", {}) for r in caplog.records
+                  if r.getMessage() == "operation details purged"]
+        assert (line["operations"], line["audit_rows"], line["transactions"]) == (2, 8, 1)
+        off = parse_config(f'[node]\ndata_dir = "{state}"\n[retention]\ndetail_days = 0\n')
+        assert daemon._scheduler(off, store).get_job("retention-details") is None
+    finally:
+        await store.close()
