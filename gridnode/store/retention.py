@@ -257,9 +257,11 @@ async def delete_details_batch(store: Store, cutoff_ms: int, tx_types: Collectio
                 chunk)).rowcount
             events += (await tx.execute(
                 f"DELETE FROM chain_events WHERE operation_id IN ({m})", chunk)).rowcount
-            txs += (await tx.execute(      # a finalized transaction is never sent again
+            # A finalized transaction is never sent again. CROSS JOIN keeps the links as the
+            # outer loop: SQLite would otherwise walk every finalized attempt (its status index).
+            txs += (await tx.execute(
                 "DELETE FROM tx_bytes WHERE attempt_id IN (SELECT t.attempt_id FROM "
-                "tx_attempt_operations t JOIN tx_attempts a ON a.id = t.attempt_id "
+                "tx_attempt_operations t CROSS JOIN tx_attempts a ON a.id = t.attempt_id "
                 f"WHERE t.operation_id IN ({m}) AND a.observed_status = 'finalized')",
                 chunk)).rowcount
         if passed:
