@@ -25,6 +25,7 @@ from gridnode.store.operations import ChainEvent, NewAttempt
 from gridnode.systemd import Notifier
 from gridnode.testing import ManualClock, drain
 from tests.meters.conftest import entry, running
+from tests.processes import gridnode
 
 L = 900
 B0 = 1_780_000_200 // L * L
@@ -210,6 +211,9 @@ async def test_details_of_plain_finalized_readings_go_the_rest_stays(store: Stor
     op = await operations.get(store, plain[0])
     assert op is not None and op.status == "finalized" and op.finalized_at_ms is not None
     assert [a.signature for a in await operations.attempts_of(store, plain[0])] == ["sig-plain"]
+    shown = await gridnode("outbox", "show", str(plain[0]), "--db", str(store.path))
+    assert shown.returncode == 0 and "sig-plain finalized" in shown.stdout
+    assert "history: deleted by retention ([retention] detail_days)" in shown.stdout
 
     # the walk waits at the operation still on its way; once it lands, it goes on from there
     await _land(store, [on_its_way], "sig-flying")
