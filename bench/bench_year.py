@@ -264,7 +264,7 @@ class Year:
         self.rng = random.Random(7)
         self.meters = [Meter(i, self.rng) for i in range(1, a.meters + 1)]
         self.mc = MetersConfig()
-        self.rc = RetentionConfig()
+        self.rc = RetentionConfig.model_validate(dict(kv.split("=", 1) for kv in a.retention))
         self.oc = OutboxConfig()
         self.cc = ChainConfig.model_validate({"rpc_urls": ["http://127.0.0.1:8899"]})
         self.uc = UpstreamConfig.model_validate({"url": "http://127.0.0.1:9/ingest"})
@@ -560,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feed-all", action="store_true",
                     help="every kept reading through Recorder.submit (slower; same rows)")
     ap.add_argument("--keep", type=Path, default=None, help="directory for the database (kept)")
+    ap.add_argument("--retention", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [retention] setting other than its default (raw_days=7, ...)")
     a = ap.parse_args(argv)
     if a.keep is not None:
         a.keep.mkdir(parents=True, exist_ok=True)
