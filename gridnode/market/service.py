@@ -29,7 +29,7 @@ from gridnode.chain.rpc import RpcRejected, RpcUnavailable
 from gridnode.config import ConfigError, ConfigIssue, GridnodeConfig
 from gridnode.config.market import MarketConfig
 from gridnode.keys import load_configured_keypairs
-from gridnode.log import get_logger
+from gridnode.log import Episode, get_logger
 from gridnode.market import clearing, erc
 from gridnode.market.minting import mint_operation, net_generation
 from gridnode.market.orders import (
@@ -109,6 +109,10 @@ class MarketSubsystem:
         self.mint = grid_mint(pipeline.idls)
         self.trading = pipeline.idls["trading"].program_id
         self.compensation = Compensation(store, users, self.open_orders)
+        # A round retried every poll while the chain or the disk is away: a state, not a line
+        # per round.
+        self.failing = Episode(log, "market round failed; retried",
+                               "market rounds succeed again")
         self.settler = Settler(store, users, self.mint, str(pipeline.signers.gateway.pubkey()),
                                config.settlement_attempts, config.settlement_retry_s,
                                self.compensation.default)
@@ -159,7 +163,9 @@ class MarketSubsystem:
             try:
                 await self.round()
             except (StoreError, RpcUnavailable, RpcRejected, OSError, TimeoutError) as exc:
-                log.warning("market round failed; retried", error=str(exc))
+                self.failing.occurred(error=str(exc))
+            else:
+                self.failing.cleared()
             self._progress = time.monotonic()
             try:
                 async with asyncio.timeout(self.config.poll_interval_s):
