@@ -14,11 +14,10 @@ process alone being measured (the simulators are separate processes):
    (/proc/PID/stat utime+stime), log lines at info, readings (the meters' accepted counters, as
    flushed to meter_health) and Modbus requests (their request counters).
 
-The database size per year is projected from this run's own per-row sizes (SQLite's dbstat:
-bytes of the readings table and its indexes per raw row; bytes of the operation, audit, attempt
-and event tables per operation) times the rows a year produces at the default cadences (raw rows
-kept for [retention] raw_days, one operation per meter per interval). It is a projection from
-measured row sizes, not an accelerated year: say so when quoting it.
+The database after a year is not extrapolated from minutes: `--year-days 365` runs
+`bench/bench_year.py` (an accelerated year of `--meters` meters at 15-minute intervals through
+the node's own store code, default retention; about 32 min on 2 cores) after the window and
+prints its size as the table's last row.
 
 With `--cpu-quota PCT` the measured gridnode process runs, from its start to the end of the window,
 under a CPU quota of PCT % of one core: a cgroup (v2 `cpu.max`, or v1 `cpu.cfs_quota_us`) when one
@@ -64,8 +63,6 @@ from bench_soak import (  # noqa: E402 - the soak's process and measuring helper
 
 from simulators.demo import free_port, wait_file  # noqa: E402
 
-OP_TABLES = ("operations", "audit_log", "tx_attempts", "tx_bytes", "tx_attempt_operations",
-             "chain_events", "events")
 CLK_TCK = 100
 
 
@@ -183,17 +180,6 @@ def health(db: Path) -> tuple[int, int]:
         row = c.execute("SELECT coalesce(sum(accepted), 0), coalesce(sum(requests), 0) "
                         "FROM meter_health").fetchone()
     return int(row[0]), int(row[1])
-
-
-def table_bytes(db: Path) -> dict[str, int]:
-    """Bytes of pages per table, its indexes included (dbstat)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-        owner = dict(c.execute("SELECT name, tbl_name FROM sqlite_master"))
-        out: dict[str, int] = {}
-        for name, size in c.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
-            t = owner.get(name, name)
-            out[t] = out.get(t, 0) + int(size)
-    return out
 
 
 def count(db: Path, sql: str) -> int:
@@ -316,9 +302,6 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
         s1 = snap()
         window_ms = (window_ms[0], int(time.time() * 1000))
         throttling = quota.throttling() if quota is not None else ""
-        sizes = table_bytes(db)
-        ops = count(db, "SELECT count(*) FROM operations")
-        raw_total = count(db, "SELECT count(*) FROM readings")
         delays, closed, oldest_unsent_s = close_to_sent(db, *window_ms)
         if quota is not None:
             await quota.release()       # the duty cycle ends: the process can take SIGTERM
@@ -327,15 +310,6 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
         d = {k: s1[k] - s0[k] for k in s0}
         readings = d["acc"] or float("nan")
         n_sync = sum(syncs.values()) if syncs else None
-        hours = d["t"] / 3600
-        op_bytes = sum(sizes.get(t, 0) for t in OP_TABLES) / ops if ops else float("nan")
-        raw_bytes = sizes.get("readings", 0) / raw_total if raw_total else float("nan")
-        measured_raw_day = d["raw"] / a.meters / hours * 24 if hours else float("nan")
-        # kept at the defaults: one per raw_every_s, plus at most two around each boundary
-        raw_per_meter_day = 86400 / a.raw_every_s + 2 * 1440 / a.year_interval_minutes
-        year_ops = a.meters * 365 * 86400 / (a.year_interval_minutes * 60)
-        year_raw = raw_per_meter_day * a.meters * a.raw_days
-        year_gb = (year_ops * op_bytes + year_raw * raw_bytes) / 1e9
 
         print(f"footprint: {a.meters} SDM630 meters, one Modbus TCP bus, {a.poll_s:g} s poll, "
               f"{a.interval_minutes}-min intervals, localnet; window {d['t'] / 60:.1f} min after "
@@ -354,11 +328,6 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
         print(f"| CPU per reading, meter to finalized | {d['cpu'] / readings * 1000:.2f} ms "
               f"({d['cpu']:.1f} s CPU) |")
         print(f"| Modbus requests per meter per cycle | {d['req'] / readings:.2f} |")
-        print(f"| DB per year, {a.meters} meters, {a.year_interval_minutes}-min intervals, "
-              f"raw kept {a.raw_days:g} days | {year_gb:.2f} GB projected ({op_bytes:,.0f} B per "
-              f"operation with its rows, {raw_bytes:.0f} B per raw row, "
-              f"{raw_per_meter_day:,.0f} raw rows per meter-day at most; this run kept "
-              f"{measured_raw_day:,.0f}) |")
         expected = a.meters * (window_ms[1] - window_ms[0]) / 60_000 / a.interval_minutes
         print(f"| interval close -> transaction sent | p50 {percentile(delays, 50):,.0f} ms, "
               f"p99 {percentile(delays, 99):,.0f} ms ({len(delays)} of {closed} operations "
@@ -369,6 +338,7 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
                  else f"oldest not sent at the end: {oldest_unsent_s:.0f} s old |"))
         if quota is not None:
             print(f"| CPU quota | {a.cpu_quota:g} % of one core ({quota.how}); {throttling} |")
+        print(year_row(a.meters, a.year_days))
         return 0
     finally:
         if quota is not None:
@@ -378,6 +348,22 @@ async def footprint(a: argparse.Namespace, run: Path) -> int:
             await quota.release()       # the cgroup, now empty
 
 
+def year_row(meters: int, days: float) -> str:
+    """The database after `days` of bench_year.py's accelerated run (a row of the table)."""
+    if days <= 0:
+        return ("| DB after a year, 15-min intervals, default retention | not run here: "
+                "--year-days 365 runs bench/bench_year.py's accelerated year |")
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_year.py"), "--meters",
+                           str(meters), "--days", f"{days:g}"], capture_output=True, text=True,
+                          check=False)
+    found = re.search(r"db \+ wal ([\d,]+) B", done.stdout)
+    if done.returncode != 0 or found is None:
+        return f"| DB after {days:g} days | bench_year.py failed: {done.stderr[-300:]!r} |"
+    size = int(found.group(1).replace(",", ""))
+    return (f"| DB after {days:g} simulated days, {meters} meters, 15-min intervals, default "
+            f"retention | {size / 1e9:.2f} GB (bench_year.py, accelerated) |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--meters", type=int, default=50)
@@ -385,9 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval-minutes", type=int, default=1, choices=[1, 5, 15, 30, 60])
     ap.add_argument("--minutes", type=float, default=3.0, help="measured window")
     ap.add_argument("--warmup-minutes", type=float, default=1.5)
-    ap.add_argument("--year-interval-minutes", type=int, default=15)
-    ap.add_argument("--raw-days", type=float, default=30.0)
-    ap.add_argument("--raw-every-s", type=float, default=60.0)
+    ap.add_argument("--year-days", type=float, default=0.0,
+                    help="after the window, bench_year.py's accelerated run of this many days")
     ap.add_argument("--keep", type=Path, default=None, help="run directory to keep")
     ap.add_argument("--gridnode-python", default=sys.executable, metavar="PYTHON",
                     help="the interpreter that runs gridnode (e.g. a production venv's, "
