@@ -24,6 +24,7 @@ from tests.configs import localnet_node, modbus_meter, tcp_bus
 from tests.net import pick_free_port
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -46,11 +47,18 @@ def browser(profile: Path) -> Any:
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(str(DRIVER)))
 
 
+def patient(driver: Any, timeout_s: float, poll_s: float = 0.5) -> WebDriverWait[Any]:
+    """A wait that looks again when the page re-rendered what it was reading: the dashboard
+    replaces its tables and cards as fresh data arrives, under the test's feet."""
+    return WebDriverWait(driver, timeout_s, poll_s,
+                         ignored_exceptions=(StaleElementReferenceException,))
+
+
 def session(url: str, token: str, shots: Path) -> dict[str, Any]:
     """The whole browser session (Selenium is synchronous: it runs in a thread while the
     daemon runs in the test's event loop)."""
     driver = browser(shots / "profile")
-    wait = WebDriverWait(driver, 30)
+    wait = patient(driver, 30)
     out: dict[str, Any] = {}
     try:
         driver.get(url + "/")
@@ -58,8 +66,7 @@ def session(url: str, token: str, shots: Path) -> dict[str, Any]:
         wait.until(lambda d: form.is_displayed())
         driver.find_element(By.ID, "token").send_keys(token)
         driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
-        card = wait.until(lambda d: d.find_element(By.CSS_SELECTOR,
-                                                   'article[data-meter="house"]'))
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'article[data-meter="house"]'))
         out["cookie"] = driver.get_cookie("gridnode_token")
         out["page_sees_cookie"] = driver.execute_script("return document.cookie")
         wait.until(lambda d: d.find_element(By.ID, "live").text == "live")
@@ -74,19 +81,22 @@ def session(url: str, token: str, shots: Path) -> dict[str, Any]:
         def more(d: Any) -> int | bool:
             n = count(d)
             return n if n is not None and n > first else False
-        out["intervals"] = (first, WebDriverWait(driver, 60, 0.2).until(more))
+        out["intervals"] = (first, patient(driver, 60, 0.2).until(more))
         out["same_page"] = driver.execute_script(
             "return performance.getEntriesByType('navigation').length") == loads and \
             driver.execute_script("return window.performance.timeOrigin") is not None
-        out["power"] = card.find_element(By.CSS_SELECTOR, ".power").text
+        out["power"] = wait.until(lambda d: d.find_element(
+            By.CSS_SELECTOR, 'article[data-meter="house"] .power').text)
 
         # an operation: its detail lists the signatures
-        row = WebDriverWait(driver, 60, 0.2).until(lambda d: next(
-            (r for r in d.find_elements(By.CSS_SELECTOR, "#operations tbody tr[data-op]")
-             if "finalized" in r.text), False))
-        out["op"] = int(row.get_attribute("data-op"))
+        op = patient(driver, 60, 0.2).until(lambda d: next(
+            (int(r.get_attribute("data-op")) for r in d.find_elements(
+                By.CSS_SELECTOR, "#operations tbody tr[data-op]") if "finalized" in r.text),
+            False))
+        out["op"] = op
         driver.save_screenshot(str(shots / "dashboard.png"))
-        row.click()
+        wait.until(lambda d: d.find_element(
+            By.CSS_SELECTOR, f'#operations tbody tr[data-op="{op}"]').click() is None)
         sig = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#detail[open] tr.signature"))
         out["signature"] = sig.find_element(By.CSS_SELECTOR, "td").text
         driver.save_screenshot(str(shots / "detail.png"))
