@@ -213,8 +213,8 @@ def _detail_verdict(op: Any, cutoff_ms: int, tx_types: Collection[str]) -> bool 
     not yet judged (the walk waits here: the operation is young or still on its way)."""
     if op["created_at_ms"] >= cutoff_ms:
         return None
-    if op["tx_type"] not in tx_types:
-        return False
+    if op["tx_type"] not in tx_types or op["status"] == transitions.CREATED:
+        return False                  # created: held for its API client, perhaps for good
     if op["status"] not in transitions.FINAL:
         return None                   # on its way: it finalizes or parks in bounded time
     if op["status"] != "finalized":

@@ -20,7 +20,7 @@ from gridnode.chain.validation import MeterReadingPayload, UserRegistrationPaylo
 from gridnode.config import parse_config
 from gridnode.meters.reading import Reading
 from gridnode.meters.recorder import Recorder
-from gridnode.store import Store, deliveries, dumps, operations, retention
+from gridnode.store import Store, deliveries, dumps, operations, retention, transitions
 from gridnode.store.operations import ChainEvent, NewAttempt
 from gridnode.systemd import Notifier
 from gridnode.testing import ManualClock, drain
@@ -190,6 +190,10 @@ async def test_details_of_plain_finalized_readings_go_the_rest_stays(store: Stor
             "user_registration:x")))[0]]
     await _submit(store, [other], "sig-other")
     await _land(store, [other], "sig-other")
+    async with store.write() as tx:                       # held for its API client
+        held, _ = await operations.add(tx, new_operation(MeterReadingPayload(
+            meter_id="h", interval_start=B0 - L, interval_end=B0, energy_produced_wh=1,
+            energy_consumed_wh=2)), transitions.CREATED)
     [on_its_way] = await _reading_ops(store, ["d"], B0)
     await _submit(store, [on_its_way], "sig-flying")
     [behind] = await _reading_ops(store, ["e"], B0)      # finalized, after the one on its way
@@ -197,15 +201,16 @@ async def test_details_of_plain_finalized_readings_go_the_rest_stays(store: Stor
     await _land(store, [behind], "sig-behind")
     await asyncio.sleep(0.01)
     cutoff = operations.now_ms()
-    before = {o: await _details(store, o) for o in (*plain, twice, other, on_its_way, behind)}
+    before = {o: await _details(store, o)
+              for o in (*plain, twice, other, held, on_its_way, behind)}
     assert before[plain[0]] == (4, 1, 1) and before[twice] == (8, 1, 2)
 
     done = await retention.purge_details(store, cutoff, {"meter_reading"}, batch=2, pause_s=0)
     after = {o: await _details(store, o) for o in before}
     assert after[plain[0]] == after[plain[1]] == (0, 0, 0)
     assert (done.operations, done.audit_rows, done.chain_events, done.transactions) == (2, 8, 2, 1)
-    # kept: more than one transaction, another type, and what the walk has not reached
-    for kept in (twice, other, on_its_way, behind):
+    # kept: more than one transaction, another type, one held, and what the walk has not reached
+    for kept in (twice, other, held, on_its_way, behind):
         assert after[kept] == before[kept], kept
     # the rows, their times and signatures stay
     op = await operations.get(store, plain[0])
@@ -224,6 +229,7 @@ async def test_details_of_plain_finalized_readings_go_the_rest_stays(store: Stor
     assert later.operations == 2                           # on_its_way and behind, nothing twice
     assert await _details(store, on_its_way) == await _details(store, behind) == (0, 0, 0)
     assert await _details(store, twice) == before[twice]
+    assert await _details(store, held) == before[held] == (1, 0, 0)     # passed, not waited at
     # a restart of the walk finds nothing left to judge
     assert (await retention.purge_details(store, operations.now_ms() + 1, {"meter_reading"},
                                           batch=2, pause_s=0)).operations == 0
