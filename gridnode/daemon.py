@@ -27,9 +27,9 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from solders.keypair import Keypair
 
@@ -408,60 +408,64 @@ def _scheduler(config: GridnodeConfig, store: Store) -> AsyncIOScheduler:
     sched = AsyncIOScheduler(timezone=datetime.UTC, job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
     rc = config.retention
-    if rc.raw_days > 0:
-        async def purge() -> None:
-            cutoff = int((time.time() - rc.raw_days * 86400) * 1000)
-            try:
-                done = await retention.purge_raw(store, cutoff, rc.batch)
-            except StoreError as exc:        # a full disk, say: the next run tries again
-                log.warning("retention purge failed", error=str(exc))
-                return
-            if done.deleted:
-                log.info("raw readings purged", deleted=done.deleted, batches=done.batches,
-                         freed_pages=done.freed_pages, raw_days=rc.raw_days)
 
-        first = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-            seconds=min(RETENTION_FIRST_RUN_S, rc.every_s))
-        sched.add_job(purge, "interval", seconds=rc.every_s, id="retention-raw",
-                      next_run_time=first, replace_existing=True)
-    if rc.event_days > 0:
-        async def purge_events() -> None:     # only what every delivery destination has
-            cutoff = int((time.time() - rc.event_days * 86400) * 1000)
-            try:
-                done = await retention.purge_events(store, cutoff, rc.batch)
-            except StoreError as exc:
-                log.warning("event purge failed", error=str(exc))
-                return
-            if done.events or done.items:
-                log.info("events purged", events=done.events, delivered_items=done.items,
-                         freed_pages=done.freed_pages, event_days=rc.event_days)
+    async def raw(cutoff: int) -> LogLine | None:
+        done = await retention.purge_raw(store, cutoff, rc.batch)
+        return ("raw readings purged", {
+            "deleted": done.deleted, "batches": done.batches, "freed_pages": done.freed_pages,
+            "raw_days": rc.raw_days}) if done.deleted else None
 
-        sched.add_job(purge_events, "interval", seconds=rc.every_s, id="retention-events",
-                      next_run_time=datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-                          seconds=min(RETENTION_FIRST_RUN_S, rc.every_s) + 5),
-                      replace_existing=True)
-    if rc.detail_days > 0:
-        async def purge_details() -> None:    # oracle readings finalized long ago, plain ones
-            cutoff = int((time.time() - rc.detail_days * 86400) * 1000)
-            try:
-                done = await retention.purge_details(store, cutoff, DETAILS_EXPIRE, rc.batch)
-            except StoreError as exc:
-                log.warning("detail purge failed", error=str(exc))
-                return
-            if done.operations:
-                log.info("operation details purged", operations=done.operations,
-                         audit_rows=done.audit_rows, chain_events=done.chain_events,
-                         transactions=done.transactions, freed_pages=done.freed_pages,
-                         detail_days=rc.detail_days)
+    async def events(cutoff: int) -> LogLine | None:   # only what every destination has
+        done = await retention.purge_events(store, cutoff, rc.batch)
+        return ("events purged", {
+            "events": done.events, "delivered_items": done.items,
+            "freed_pages": done.freed_pages, "event_days": rc.event_days,
+        }) if done.events or done.items else None
 
-        sched.add_job(purge_details, "interval", seconds=rc.every_s, id="retention-details",
-                      next_run_time=datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-                          seconds=min(RETENTION_FIRST_RUN_S, rc.every_s) + 10),
-                      replace_existing=True)
+    async def details(cutoff: int) -> LogLine | None:  # oracle readings finalized long ago
+        done = await retention.purge_details(store, cutoff, DETAILS_EXPIRE, rc.batch)
+        return ("operation details purged", {
+            "operations": done.operations, "audit_rows": done.audit_rows,
+            "chain_events": done.chain_events, "transactions": done.transactions,
+            "freed_pages": done.freed_pages, "detail_days": rc.detail_days,
+        }) if done.operations else None
+
+    for job_id, days, offset_s, run, failed in (
+            ("retention-raw", rc.raw_days, 0, raw, "retention purge failed"),
+            ("retention-events", rc.event_days, 5, events, "event purge failed"),
+            ("retention-details", rc.detail_days, 10, details, "detail purge failed")):
+        if days > 0:
+            _schedule_purge(sched, job_id, days, rc.every_s, offset_s, run, failed)
     if config.reconciliation.enabled and config.chain is not None:
         from gridnode.settlement import reconciliation  # daily, and what was missed at start
         reconciliation.schedule(sched, config, store)
     return sched
+
+
+LogLine = tuple[str, dict[str, Any]]     # an event and its fields
+
+
+def _schedule_purge(sched: AsyncIOScheduler, job_id: str, days: float, every_s: float,
+                    offset_s: float, run: Callable[[int], Awaitable[LogLine | None]],
+                    failed: str) -> None:
+    """One retention job: every `every_s`, `run` with the cutoff `days` back (Unix ms); its
+    line at info when something went; a store error (a full disk, say) is a warning and the
+    next run tries again. The first run comes after the start's own work, the jobs `offset_s`
+    apart."""
+    async def job() -> None:
+        cutoff = int((time.time() - days * 86400) * 1000)
+        try:
+            line = await run(cutoff)
+        except StoreError as exc:
+            log.warning(failed, error=str(exc))
+            return
+        if line is not None:
+            log.info(line[0], **line[1])
+
+    sched.add_job(job, "interval", seconds=every_s, id=job_id,
+                  next_run_time=datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+                      seconds=min(RETENTION_FIRST_RUN_S, every_s) + offset_s),
+                  replace_existing=True)
 
 
 async def _summary(store: Store, subsystems: Sequence[Subsystem], healthy: bool) -> None:
