@@ -313,7 +313,8 @@ class Year:
         wall0 = time.monotonic()
         print(f"simulating {a.days:g} days: {a.meters} meters, {INTERVAL_S // 60}-min intervals, "
               f"raw_every_s={self.mc.raw_every_s:g}, raw_days={self.rc.raw_days:g}, "
-              f"event_days={self.rc.event_days:g}, detail_days={self.rc.detail_days:g}, retention every {self.rc.every_s:g} s, "
+              f"event_days={self.rc.event_days:g}, detail_days={self.rc.detail_days:g}, "
+              f"retention every {self.rc.every_s:g} s, "
               f"outbox batch_size={self.oc.batch_size}, upstream batch_size={self.uc.batch_size}; "
               f"db {self.db}", flush=True)
         print("| simulated month end | db + wal | raw readings | operations | events | "

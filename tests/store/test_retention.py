@@ -154,11 +154,12 @@ async def _land(store: Store, ops: list[int], sig: str) -> None:
             for o in ops], ops)
 
 
-async def _reading_ops(store: Store, meters: list[str], end: int) -> list[int]:
+async def _reading_ops(store: Store, meters: list[str], end: int,
+                       status: str = transitions.PENDING) -> list[int]:
     async with store.write() as tx:
         return [(await operations.add(tx, new_operation(MeterReadingPayload(
             meter_id=m, interval_start=end - L, interval_end=end, energy_produced_wh=1,
-            energy_consumed_wh=2))))[0] for m in meters]
+            energy_consumed_wh=2)), status))[0] for m in meters]
 
 
 async def _details(store: Store, op_id: int) -> tuple[int, int, int]:
@@ -190,10 +191,7 @@ async def test_details_of_plain_finalized_readings_go_the_rest_stays(store: Stor
             "user_registration:x")))[0]]
     await _submit(store, [other], "sig-other")
     await _land(store, [other], "sig-other")
-    async with store.write() as tx:                       # held for its API client
-        held, _ = await operations.add(tx, new_operation(MeterReadingPayload(
-            meter_id="h", interval_start=B0 - L, interval_end=B0, energy_produced_wh=1,
-            energy_consumed_wh=2)), transitions.CREATED)
+    [held] = await _reading_ops(store, ["h"], B0, transitions.CREATED)  # for its API client
     [on_its_way] = await _reading_ops(store, ["d"], B0)
     await _submit(store, [on_its_way], "sig-flying")
     [behind] = await _reading_ops(store, ["e"], B0)      # finalized, after the one on its way
